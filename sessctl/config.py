@@ -1,0 +1,218 @@
+"""Paths, environment and config.toml → one frozen Config. No import-time side effects.
+
+Resolution order, most specific first:
+  database  --db, SESSCTL_DB, `db` in config.toml, $XDG_DATA_HOME/sessctl/sessions.db
+  config    --config, SESSCTL_CONFIG, $XDG_CONFIG_HOME/sessctl/config.toml
+  key file  SESSCTL_KEY_FILE, `key_file` in config.toml, `key` beside the config file
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from sessctl.errors import UsageError
+
+PROVIDER_KINDS = ("openai", "anthropic", "echo")
+
+# Providers that exist with no configuration at all. A [providers.NAME] table of the
+# same name in config.toml overrides the fields it sets.
+BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
+    "openai": {
+        "kind": "openai",
+        "base_url": "https://api.openai.com/v1",
+        "api_key_env": "OPENAI_API_KEY",
+        "model": "gpt-4o-mini",
+    },
+    "anthropic": {
+        "kind": "anthropic",
+        "base_url": "https://api.anthropic.com",
+        "api_key_env": "ANTHROPIC_API_KEY",
+        "model": "claude-sonnet-4-5",
+    },
+    "echo": {"kind": "echo", "model": "echo"},
+}
+
+_PROVIDER_KEYS = {
+    "kind", "base_url", "api_key_env", "model", "connect_timeout", "read_timeout",
+    "max_retries", "backoff_base", "backoff_max", "options", "headers",
+    "max_context_messages", "max_context_tokens", "anthropic_version",
+}
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    kind: str
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    max_retries: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    max_context_messages: int | None = None
+    max_context_tokens: int | None = None
+    anthropic_version: str = "2023-06-01"
+
+
+@dataclass(frozen=True)
+class Config:
+    config_path: Path
+    config_exists: bool
+    db_path: Path
+    key_file: Path
+    default_provider: str | None
+    providers: Mapping[str, ProviderConfig]
+    # The raw [sanitize] and [retention] tables; their owners (sanitize.py and the
+    # retention code) validate them, so this module stays ignorant of their rules.
+    sanitize: Mapping[str, Any]
+    retention: Mapping[str, Any]
+    busy_timeout_ms: int = 10_000
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+
+    def provider(self, name: str) -> ProviderConfig:
+        try:
+            return self.providers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.providers))
+            raise UsageError(f"unknown provider {name!r}; configured providers: {known}") from None
+
+
+def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
+    value = env.get(var)
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(env.get("HOME") or os.path.expanduser("~")) / fallback
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "sessctl" / "config.toml"
+
+
+def default_db_path(env: Mapping[str, str]) -> Path:
+    return _xdg(env, "XDG_DATA_HOME", ".local/share") / "sessctl" / "sessions.db"
+
+
+def _provider(name: str, raw: Mapping[str, Any], where: str) -> ProviderConfig:
+    if "api_key" in raw:
+        raise UsageError(
+            f"{where}: [providers.{name}] must not hold the key itself; put it in an "
+            "environment variable and name that with api_key_env"
+        )
+    unknown = set(raw) - _PROVIDER_KEYS
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} in [providers.{name}]")
+    kind = raw.get("kind")
+    if kind not in PROVIDER_KINDS:
+        raise UsageError(
+            f"{where}: [providers.{name}] needs kind = one of {', '.join(PROVIDER_KINDS)} (got {kind!r})"
+        )
+    if kind != "echo" and not raw.get("base_url"):
+        raise UsageError(f"{where}: [providers.{name}] needs base_url")
+    kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k not in {"options", "headers"}}
+    for key in ("connect_timeout", "read_timeout", "backoff_base", "backoff_max"):
+        if key in kwargs:
+            kwargs[key] = float(kwargs[key])
+    for key in ("max_retries", "max_context_messages", "max_context_tokens"):
+        if key in kwargs and kwargs[key] is not None:
+            if not isinstance(kwargs[key], int) or kwargs[key] < 0:
+                raise UsageError(f"{where}: [providers.{name}] {key} must be a whole number >= 0")
+    return ProviderConfig(
+        name=name,
+        options=MappingProxyType(dict(raw.get("options") or {})),
+        headers=MappingProxyType({str(k): str(v) for k, v in (raw.get("headers") or {}).items()}),
+        **kwargs,
+    )
+
+
+def load(
+    *,
+    env: Mapping[str, str] | None = None,
+    config_path: str | os.PathLike[str] | None = None,
+    db_path: str | os.PathLike[str] | None = None,
+) -> Config:
+    """Build the Config. `env` defaults to os.environ; tests pass their own."""
+    env = MappingProxyType(dict(os.environ if env is None else env))
+    explicit_config = config_path or env.get("SESSCTL_CONFIG")
+    cpath = Path(explicit_config).expanduser() if explicit_config else default_config_path(env)
+    raw: dict[str, Any] = {}
+    exists = cpath.is_file()
+    if exists:
+        import tomllib  # only when there is a file: tomllib costs start-up time
+
+        try:
+            with cpath.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"cannot read config {cpath}: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read config {cpath}: {exc.strerror}") from None
+    elif explicit_config:
+        raise UsageError(f"config file {cpath} does not exist")
+
+    where = str(cpath)
+    providers_raw: dict[str, dict[str, Any]] = {k: dict(v) for k, v in BUILTIN_PROVIDERS.items()}
+    for name, table in (raw.get("providers") or {}).items():
+        if not isinstance(table, dict):
+            raise UsageError(f"{where}: [providers.{name}] must be a table")
+        builtin = providers_raw.get(name, {})
+        # Override a built-in field by field, unless the table makes it another kind.
+        base = builtin if table.get("kind", builtin.get("kind")) == builtin.get("kind") else {}
+        providers_raw[name] = {**base, **table}
+    providers = {name: _provider(name, table, where) for name, table in providers_raw.items()}
+
+    default_provider = raw.get("default_provider")
+    if default_provider is not None and default_provider not in providers:
+        raise UsageError(f"{where}: default_provider {default_provider!r} is not a configured provider")
+
+    if db_path:
+        dpath = Path(db_path).expanduser()
+    elif env.get("SESSCTL_DB"):
+        dpath = Path(env["SESSCTL_DB"]).expanduser()
+    elif raw.get("db"):
+        dpath = Path(str(raw["db"])).expanduser()
+    else:
+        dpath = default_db_path(env)
+
+    if env.get("SESSCTL_KEY_FILE"):
+        kpath = Path(env["SESSCTL_KEY_FILE"]).expanduser()
+    elif raw.get("key_file"):
+        kpath = Path(str(raw["key_file"])).expanduser()
+    else:
+        kpath = cpath.parent / "key"
+
+    storage = raw.get("storage") or {}
+    busy_ms = int(float(storage.get("busy_timeout", 10)) * 1000)
+
+    return Config(
+        config_path=cpath,
+        config_exists=exists,
+        db_path=dpath,
+        key_file=kpath,
+        default_provider=default_provider,
+        providers=MappingProxyType(providers),
+        sanitize=MappingProxyType(dict(raw.get("sanitize") or {})),
+        retention=MappingProxyType(dict(raw.get("retention") or {})),
+        busy_timeout_ms=busy_ms,
+        env=env,
+    )
+
+
+def pick_default_provider(cfg: Config) -> tuple[str, str | None]:
+    """The provider a new session gets, and a notice to show when it is the fallback."""
+    if cfg.default_provider:
+        return cfg.default_provider, None
+    if cfg.env.get("OPENAI_API_KEY"):
+        return "openai", None
+    return "echo", (
+        "no provider configured and OPENAI_API_KEY is not set: using the offline 'echo' provider "
+        f"(configure one in {cfg.config_path})"
+    )

@@ -1,0 +1,82 @@
+"""Time: the clock, durations (`90s`, `15m`, `12h`, `30d`, `2w`) and UTC ISO-8601.
+
+Timestamps are stored as integer Unix seconds and shown as `2026-11-21T10:00:00Z`
+(second precision, which jq's `fromdateiso8601` accepts).
+
+`SESSCTL_NOW` (an ISO-8601 time or Unix seconds) replaces the clock. It exists so tests
+and drills can run retention against sessions "in the past" without sleeping; it is
+documented as test-only and never needed in production.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from sessctl.errors import UsageError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+
+
+def now(env: Mapping[str, str] | None = None) -> int:
+    """Current Unix time in seconds, or SESSCTL_NOW when set."""
+    fake = (env or {}).get("SESSCTL_NOW")
+    if fake:
+        try:
+            return int(fake)
+        except ValueError:
+            return parse_iso(fake, what="SESSCTL_NOW")
+    return int(time.time())
+
+
+def parse_duration(text: str, *, what: str = "duration") -> int:
+    """`90s`, `15m`, `12h`, `30d`, `2w` or a sum such as `1d12h` → seconds."""
+    s = text.strip().lower()
+    pos, total = 0, 0
+    for m in _DURATION.finditer(s):
+        if m.start() != pos:
+            break
+        total += int(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not s or pos != len(s):
+        raise UsageError(
+            f"invalid {what} {text!r}: use a number and a unit s, m, h, d or w (e.g. 90s, 12h, 30d, 2w)"
+        )
+    return total
+
+
+def parse_iso(text: str, *, what: str = "time") -> int:
+    """An ISO-8601 date or date-time → Unix seconds. Naive times are taken as UTC."""
+    s = text.strip()
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise UsageError(
+            f"invalid {what} {text!r}: use an ISO-8601 date or time such as 2026-11-01 or 2026-11-01T08:00:00Z"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp())
+
+
+def parse_point(text: str, current: int, *, what: str) -> int:
+    """A point in time given either as an ISO date/time or as a duration ago (`7d`)."""
+    s = text.strip()
+    if s and s[0].isdigit() and s[-1:].lower() in _UNITS and "-" not in s and ":" not in s:
+        return current - parse_duration(s, what=what)
+    return parse_iso(s, what=what)
+
+
+def iso(ts: int | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def day(ts: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
