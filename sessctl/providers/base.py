@@ -116,3 +116,12 @@ def make_provider(config: ProviderConfig, env: Mapping[str, str]) -> Provider:
 
         return AnthropicProvider(config, env)
     raise ValueError(f"unknown provider kind {config.kind!r}")  # config.py validates kinds
+
+
+def open_client(max_connections: int) -> httpx.AsyncClient:
+    """One shared AsyncClient for a `send`; per-call timeouts come from each provider.
+    Proxy variables (HTTPS_PROXY, NO_PROXY) are honoured, as users of HTTP tools expect."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=max(1, max_connections), max_keepalive_connections=max(1, max_connections))
+    return httpx.AsyncClient(limits=limits, follow_redirects=False)

@@ -1,0 +1,44 @@
+"""sessctl export"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import click
+
+from sessctl.commands._common import build_filter, filter_options, format_option, get_app, resolve_format
+
+FORMATS = ("json", "jsonl", "markdown")
+
+
+@click.command("export")
+@click.argument("session_ids", metavar="[ID]...", nargs=-1)
+@click.option("--all", "all_sessions", is_flag=True, help="Every session (narrowed by any filter).")
+@filter_options(status_default="all")
+@format_option(FORMATS)
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE (mode 0600, replaced only on success).")
+@click.pass_context
+def cli(ctx: click.Context, session_ids: tuple[str, ...], all_sessions: bool, fmt: str, json_flag: bool,
+        output: str | None, **kw: Any) -> None:
+    """Export full sessions with their decrypted messages, oldest first.
+
+    json is one array; jsonl one session per line (streams, for jq); markdown for people.
+
+    \b
+    Examples:
+      sessctl export user-123
+      sessctl export --all --format jsonl | jq -r 'select(.user == "alice") | .id'
+      sessctl export --all --status archived -o archive.json
+    """
+    from sessctl import render, service
+
+    app = get_app(ctx)
+    fmt = resolve_format(fmt, json_flag)
+    f = build_filter(app, kw)
+    sessions = service.export(app, session_ids, f, all_sessions=all_sessions)
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(service.AtomicOutput(output)) if output else app.stdout
+        with render.ExportWriter(out, fmt) as writer:
+            for session, messages in sessions:
+                writer.write(session, messages)

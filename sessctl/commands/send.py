@@ -1,0 +1,99 @@
+"""sessctl send"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sessctl.commands._common import format_option, get_app, resolve_format
+
+FORMATS = ("text", "json")
+
+
+@click.command("send")
+@click.argument("message", required=False)
+@click.option("-s", "--session", "sessions", multiple=True, required=True, metavar="ID",
+              help="Session to send to (repeatable: several are called concurrently).")
+@click.option("--model", metavar="MODEL", help="Model for this turn only.")
+@click.option("--provider", metavar="NAME", help="Provider for this turn only.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Provider option for this turn, e.g. -o temperature=0 (repeatable).")
+@click.option("--stream/--no-stream", default=None,
+              help="Print the reply as it arrives. Default: on when stdout is a terminal.")
+@click.option("--no-create", is_flag=True, help="Exit 3 instead of creating a missing session.")
+@click.option("--unarchive", is_flag=True, help="Send to an archived session, making it active again.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="With several sessions, how many calls run at once.")
+@click.option("--dry-run", is_flag=True, help="Print the request body that would be sent, as JSON; call nothing.")
+@format_option(FORMATS)
+@click.pass_context
+def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], options: tuple[str, ...],
+        stream: bool | None, no_create: bool, dry_run: bool, fmt: str, json_flag: bool, **kw: Any) -> None:
+    """Send MESSAGE to a session and print the reply.
+
+    The session's history goes with it; both sides are sanitized and stored. MESSAGE
+    '-' or omitted reads stdin (when it is not a terminal). A missing session is created
+    (with a notice) unless --no-create. With --format json it prints one JSON object
+    per session, one per line.
+
+    \b
+    Examples:
+      sessctl send --session user-123 "hi"
+      git diff | sessctl send -s review "Review this diff"
+      sessctl send -s a -s b -s c "Summarise our conversation" --format json
+    """
+    from sessctl import conversation, render, service
+    from sessctl.errors import UsageError
+
+    app = get_app(ctx)
+    fmt = resolve_format(fmt, json_flag)
+    if message is None or message == "-":
+        if app.stdin_isatty:
+            raise UsageError("no message: give MESSAGE or pipe it on stdin")
+        message = app.stdin.read()
+    if stream is None:
+        stream = app.stdout_isatty and fmt == "text" and len(sessions) == 1
+    opts = conversation.SendOptions(text=message, options=service.parse_options(options), stream=stream,
+                                    create=not no_create, **kw)
+    if dry_run:
+        bodies = conversation.dry_run(app, sessions, opts)
+        if len(bodies) == 1:
+            render.write_json(app.stdout, bodies[0]["body"])
+        else:
+            for b in bodies:
+                app.stdout.write(render.dumps(b) + "\n")
+        return
+
+    streamed: list[bool] = []
+
+    def on_text(piece: str) -> None:
+        if fmt == "text":
+            streamed.append(True)
+            app.stdout.write(piece)
+            app.stdout.flush()
+
+    results = conversation.send(app, sessions, opts, on_text=on_text)
+    exit_code = 0
+    multi = len(results) > 1
+    for i, r in enumerate(results):
+        if r.created:
+            app.notice(f"created session {r.session_id!r}" + (f" ({r.notice})" if r.notice else ""))
+        if fmt == "json":
+            app.stdout.write(render.dumps(render.send_dict(r.session_id, r.reply, r.redactions,
+                                                           str(r.error) if r.error else None)) + "\n")
+        elif r.reply is not None:
+            if multi:
+                app.stdout.write(("\n" if i else "") + f"==> {r.session_id} <==\n")
+            if streamed and not multi:
+                app.stdout.write("\n")
+            else:
+                app.stdout.write(r.reply.content + ("" if r.reply.content.endswith("\n") else "\n"))
+        if r.error is not None:
+            if streamed and not multi:
+                app.stdout.write("\n")
+            prefix = f"session {r.session_id!r}: " if multi else ""
+            app.stderr.write(f"sessctl: error: {prefix}{r.error}\n")
+            exit_code = exit_code or int(r.error.exit_code)
+    app.stdout.flush()
+    ctx.exit(exit_code)

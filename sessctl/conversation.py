@@ -1,0 +1,252 @@
+"""`send`: history → provider → stored turn, for one session or many at once.
+
+A turn (the user's message and the reply) is written in ONE transaction after the
+call, so no process death can leave half a turn. When the call fails, or is
+interrupted, the turn is still written: the user's message marked `unanswered` and
+any partial reply marked `incomplete`. The user's text is therefore never lost, and
+the context sent on later turns holds only complete (`ok`) messages, so the history
+an endpoint sees always alternates user/assistant.
+
+Several sessions are called concurrently on one event loop with one shared HTTP
+client; a semaphore bounds concurrency; one failure does not stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sessctl.errors import NotFoundError, SessctlError, UsageError
+from sessctl.models import Message, NewSession, Session, check_session_id
+from sessctl.providers.base import ChatMessage, ChatReply, ChatRequest, Provider, estimate_tokens, make_provider
+from sessctl.service import App, new_session_spec
+from sessctl.store import NewMessage
+
+
+@dataclass
+class SendOptions:
+    text: str
+    provider: str | None = None
+    model: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    create: bool = True
+    unarchive: bool = False
+    concurrency: int = 8
+
+
+@dataclass
+class TurnResult:
+    session_id: str
+    reply: Message | None = None
+    redactions: dict[str, int] = field(default_factory=dict)
+    error: SessctlError | None = None
+    created: bool = False
+    notice: str | None = None  # e.g. that the fallback provider was used for a new session
+
+
+@dataclass
+class _Plan:
+    session_id: str
+    session: Session | None
+    create: NewSession | None
+    provider: Provider
+    request: ChatRequest
+    started_at: int
+    # The user's words as given; the store sanitizes them on the way in. The request
+    # may hold a redacted copy (outbound sanitizing), which is not what we keep.
+    text: str
+    notice: str | None = None
+    partial: list[str] = field(default_factory=list)
+    result: TurnResult | None = None
+
+
+def build_context(
+    history: Sequence[Message],
+    system: str | None,
+    new_text: str,
+    *,
+    max_messages: int | None,
+    max_tokens: int | None,
+) -> list[ChatMessage]:
+    """The messages to send: complete history trimmed oldest-turn-first to the limits,
+    then the new user message. The system prompt (sent separately) always stays and
+    counts toward the token limit; the new message always stays, even alone over it."""
+    msgs = [ChatMessage(m.role, m.content) for m in history if m.status == "ok"]
+    # A history always starts with a user message; drop anything before the first.
+    while msgs and msgs[0].role != "user":
+        msgs.pop(0)
+    sizes = [estimate_tokens(m.content) + 4 for m in msgs]
+    total = estimate_tokens(system or "") + sum(sizes) + estimate_tokens(new_text) + 4
+    start = 0
+
+    def over() -> bool:
+        kept = len(msgs) - start
+        return (max_messages is not None and kept + 1 > max_messages) or (
+            max_tokens is not None and total > max_tokens
+        )
+
+    while start < len(msgs) and over():
+        # Drop a whole turn (user + its reply) so the rest still starts with a user message.
+        step = 2 if start + 1 < len(msgs) and msgs[start + 1].role == "assistant" else 1
+        total -= sum(sizes[start:start + step])
+        start += step
+    return msgs[start:] + [ChatMessage("user", new_text)]
+
+
+def _plan(app: App, session_id: str, opts: SendOptions) -> _Plan:
+    check_session_id(session_id)
+    store = app.store(create=True)
+    session = store.find_session(session_id)
+    spec, notice = None, None
+    if session is None:
+        if not opts.create:
+            raise NotFoundError(f"session {session_id!r} not found (--no-create was given)")
+        spec, notice = new_session_spec(app, session_id, provider=opts.provider, model=opts.model)
+    elif session.status == "archived" and not opts.unarchive:
+        raise UsageError(
+            f"session {session_id!r} is archived; unarchive it first "
+            f"(sessctl archive --unarchive {session_id}) or pass --unarchive"
+        )
+    provider_name = opts.provider or (session.provider if session else spec.provider if spec else None)
+    assert provider_name is not None
+    pcfg = app.config.provider(provider_name)
+    model = opts.model or (session.model if session else None) or pcfg.model
+    if not model:
+        raise UsageError(f"no model for provider {provider_name!r}: set model in its config or pass --model")
+    sanitizer = app.sanitizer()
+    text = sanitizer.sanitize(opts.text)[0] if sanitizer.outbound else opts.text
+    history = store.messages(session, only_ok=True) if session else []
+    system = session.system if session else None
+    messages = build_context(
+        history,
+        system,
+        text,
+        max_messages=(session.max_context_messages if session else None) or pcfg.max_context_messages,
+        max_tokens=(session.max_context_tokens if session else None) or pcfg.max_context_tokens,
+    )
+    options = {**(session.options if session else {}), **opts.options}
+    request = ChatRequest(model=model, messages=messages, system=system, options=options, stream=opts.stream)
+    return _Plan(session_id, session, spec, make_provider(pcfg, app.env), request, app.now(), opts.text, notice)
+
+
+def plan_all(app: App, session_ids: Sequence[str], opts: SendOptions) -> list[_Plan | TurnResult]:
+    """A plan per session, or the TurnResult of a session that failed before any call."""
+    if not opts.text.strip():
+        raise UsageError("the message is empty")
+    if opts.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    out: list[_Plan | TurnResult] = []
+    for sid in dict.fromkeys(session_ids):
+        try:
+            out.append(_plan(app, sid, opts))
+        except SessctlError as exc:
+            if len(session_ids) == 1:
+                raise
+            out.append(TurnResult(sid, error=exc))
+    return out
+
+
+def dry_run(app: App, session_ids: Sequence[str], opts: SendOptions) -> list[dict[str, Any]]:
+    """The exact request bodies that would be sent; nothing is called or stored."""
+    results = []
+    for item in plan_all(app, session_ids, opts):
+        if isinstance(item, TurnResult):
+            assert item.error is not None
+            raise item.error
+        results.append({"session": item.session_id, "provider": item.provider.name,
+                        "url": item.provider.endpoint(), "body": item.provider.build_body(item.request)})
+    return results
+
+
+def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlError | None) -> TurnResult:
+    store = app.store(create=True)
+    user = NewMessage(role="user", content=plan.text, created_at=plan.started_at,
+                      status="ok" if reply is not None else "unanswered")
+    msgs = [user]
+    if reply is not None:
+        msgs.append(NewMessage(
+            role="assistant", content=reply.text, provider=plan.provider.name, model=reply.model,
+            tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, tokens_estimated=reply.tokens_estimated,
+            latency_ms=reply.latency_ms, first_token_ms=reply.first_token_ms,
+        ))
+    elif plan.partial:
+        msgs.append(NewMessage(role="assistant", content="".join(plan.partial), status="incomplete",
+                               provider=plan.provider.name, model=plan.request.model))
+    if plan.session is not None and plan.session.status == "archived":
+        from sessctl.models import SessionFilter
+
+        store.set_status(SessionFilter(ids=(plan.session_id,)), "active", app.now())
+    session, stored = store.append_messages(plan.session_id, msgs, app.now(), create=plan.create)
+    redactions: dict[str, int] = {}
+    for m in stored:
+        for k, v in m.redactions.items():
+            redactions[k] = redactions.get(k, 0) + v
+    return TurnResult(
+        plan.session_id,
+        reply=stored[1] if reply is not None else None,
+        redactions=redactions,
+        error=error,
+        created=plan.create is not None,
+        notice=plan.notice if plan.create is not None else None,
+    )
+
+
+async def _run(app: App, plans: list[_Plan], concurrency: int, on_text: Callable[[str], None] | None) -> None:
+    semaphore = asyncio.Semaphore(concurrency)
+    client = None
+    if any(p.provider.needs_http for p in plans):
+        from sessctl.providers.base import open_client
+
+        client = open_client(concurrency)
+
+    async def one(plan: _Plan) -> None:
+        def collect(piece: str) -> None:
+            plan.partial.append(piece)
+            if on_text is not None:
+                on_text(piece)
+
+        try:
+            async with semaphore:
+                reply = await plan.provider.chat(plan.request, client, collect)
+        except SessctlError as exc:
+            plan.result = _store_turn(app, plan, None, exc)
+            return
+        except asyncio.CancelledError:
+            # Ctrl-C: keep the user's text and whatever arrived, marked as such.
+            plan.result = _store_turn(app, plan, None, None)
+            raise
+        plan.result = _store_turn(app, plan, reply, None)
+
+    try:
+        await asyncio.gather(*(one(p) for p in plans))
+    finally:
+        if client is not None:
+            await client.aclose()
+
+
+def send(
+    app: App,
+    session_ids: Sequence[str],
+    opts: SendOptions,
+    *,
+    on_text: Callable[[str], None] | None = None,
+) -> list[TurnResult]:
+    """Send opts.text to each session; results in the order the sessions were given.
+
+    `on_text` receives reply text as it streams (only used for a single session)."""
+    items = plan_all(app, session_ids, opts)
+    plans = [p for p in items if isinstance(p, _Plan)]
+    stream_cb = on_text if (opts.stream and len(plans) == 1) else None
+    if plans:
+        asyncio.run(_run(app, plans, opts.concurrency, stream_cb))
+    results = []
+    for item in items:
+        if isinstance(item, TurnResult):
+            results.append(item)
+        else:
+            assert item.result is not None
+            results.append(item.result)
+    return results

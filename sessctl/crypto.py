@@ -1,0 +1,196 @@
+"""Keys and AES-256-GCM. Knows nothing of SQL or Click.
+
+Envelope scheme (SPEC.md, Storage and encryption):
+- One random 256-bit data key (DEK) per database encrypts every sensitive value.
+- The DEK is stored only wrapped (AES-256-GCM) by a key-encryption key (KEK) that comes
+  from a key file (32 random bytes, base64, created 0600) or from a passphrase through
+  Argon2id (64 MiB, 3 passes, 4 lanes; salt and parameters stored with the wrap).
+- The wrap's associated data names the database id, so a wrapped key cannot be moved to
+  another database; a wrong KEK fails the wrap's tag, which is the key check.
+- A value is sealed as: version byte 0x01 | 96-bit random nonce | ciphertext | tag, with
+  associated data naming table, field, session and row (see `aad`), so a value copied
+  to another row, field or session fails to open.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sessctl.errors import CryptoError
+
+VALUE_VERSION = b"\x01"
+NONCE_BYTES = 12
+KEY_BYTES = 32
+ARGON2_PARAMS = {"memory_cost": 65536, "iterations": 3, "lanes": 4}  # KiB, passes, lanes
+_CHECK_PLAINTEXT = b"sessctl data key check v1"
+
+
+class Tampered(Exception):
+    """A sealed value failed authentication; the caller adds where it was."""
+
+
+def _aesgcm(key: bytes) -> Any:
+    # Imported here: cryptography costs ~20 ms and commands that touch no encrypted
+    # value (`--version`, `list` on an empty database, `list --format ids`) skip it.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+def aad(table: str, field: str, session_id: str, session_pk: int, row: int) -> bytes:
+    """Associated data binding a value to its place. Fields are separated by 0x1f,
+    a byte session ids cannot contain (they are validated), so the encoding is unambiguous."""
+    return f"sessctl\x1f1\x1f{table}\x1f{field}\x1f{session_id}\x1f{session_pk}\x1f{row}".encode()
+
+
+class Cipher:
+    """Seals and opens values under one data key."""
+
+    def __init__(self, dek: bytes) -> None:
+        if len(dek) != KEY_BYTES:
+            raise ValueError("data key must be 32 bytes")
+        self._aes = _aesgcm(dek)
+        self._index_key = hmac.new(dek, b"sessctl metadata index v1", hashlib.sha256).digest()
+
+    def seal(self, plaintext: str, associated: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return VALUE_VERSION + nonce + self._aes.encrypt(nonce, plaintext.encode(), associated)
+
+    def open(self, blob: bytes, associated: bytes) -> str:
+        from cryptography.exceptions import InvalidTag
+
+        if not blob or blob[:1] != VALUE_VERSION or len(blob) < 1 + NONCE_BYTES + 16:
+            raise Tampered("unknown format")
+        try:
+            return self._aes.decrypt(blob[1:13], blob[13:], associated).decode()
+        except InvalidTag:
+            raise Tampered("authentication failed") from None
+
+    def index_tag(self, key: str, value: str) -> bytes:
+        """A keyed hash of one metadata pair, so `--meta K=V` filters by SQL without
+        storing the value. Reveals only which sessions share a pair, never the pair."""
+        msg = json.dumps([key, value], ensure_ascii=False).encode()
+        return hmac.new(self._index_key, msg, hashlib.sha256).digest()[:16]
+
+
+# --- key-encryption keys -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kek:
+    kind: str  # "file" | "passphrase"
+    key: bytes
+    kdf: dict[str, Any] | None  # passphrase: {"alg", "salt", params...}
+    source: str  # the file path or "SESSCTL_PASSPHRASE", for messages
+
+    @property
+    def fingerprint(self) -> str:
+        """Short id of the KEK, to tell key files apart (`key status`); not secret-bearing."""
+        return hashlib.sha256(b"sessctl kek id v1" + self.key).hexdigest()[:16]
+
+
+def _ensure_private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def read_key_file(path: Path) -> bytes:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise CryptoError(
+            f"key file {path} is missing; the database cannot be opened without it "
+            "(set SESSCTL_KEY_FILE to where it is, or restore it from backup)"
+        ) from None
+    except OSError as exc:
+        raise CryptoError(f"cannot read key file {path}: {exc.strerror}") from None
+    try:
+        key = base64.b64decode(text, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise CryptoError(f"key file {path} is not a sessctl key (expected 32 bytes, base64)")
+    return key
+
+
+def create_key_file(path: Path) -> bytes:
+    """Write a new random key with mode 0600; reuse the file if another process won the race."""
+    _ensure_private_dir(path.parent)
+    key = secrets.token_bytes(KEY_BYTES)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return read_key_file(path)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(base64.b64encode(key).decode() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key
+
+
+def kek_from_file(path: Path, *, create: bool) -> Kek:
+    key = create_key_file(path) if create and not path.exists() else read_key_file(path)
+    return Kek("file", key, None, str(path))
+
+
+def kek_from_passphrase(passphrase: str, kdf: dict[str, Any] | None = None) -> Kek:
+    """Derive with Argon2id; `kdf` holds the stored salt and parameters (None: new ones)."""
+    from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+    if not passphrase:
+        raise CryptoError("SESSCTL_PASSPHRASE is empty")
+    if kdf is None:
+        kdf = {"alg": "argon2id", "salt": base64.b64encode(os.urandom(16)).decode(), **ARGON2_PARAMS}
+    if kdf.get("alg") != "argon2id":
+        raise CryptoError(f"unsupported key derivation {kdf.get('alg')!r}")
+    key = Argon2id(
+        salt=base64.b64decode(kdf["salt"]),
+        length=KEY_BYTES,
+        iterations=int(kdf["iterations"]),
+        lanes=int(kdf["lanes"]),
+        memory_cost=int(kdf["memory_cost"]),
+    ).derive(passphrase.encode())
+    return Kek("passphrase", key, kdf, "SESSCTL_PASSPHRASE")
+
+
+def _wrap_aad(db_id: str) -> bytes:
+    return f"sessctl\x1f1\x1fdata-key\x1f{db_id}".encode()
+
+
+def new_data_key() -> bytes:
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def wrap(kek: Kek, dek: bytes, db_id: str) -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + _aesgcm(kek.key).encrypt(nonce, dek, _wrap_aad(db_id))
+
+
+def unwrap(kek: Kek, wrapped: bytes, db_id: str) -> bytes:
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        return _aesgcm(kek.key).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _wrap_aad(db_id))
+    except InvalidTag:
+        what = "passphrase" if kek.kind == "passphrase" else f"key file {kek.source}"
+        raise CryptoError(f"wrong key: the {what} does not open this database") from None
+
+
+def key_check(cipher: Cipher, db_id: str) -> bytes:
+    return cipher.seal(_CHECK_PLAINTEXT.decode(), _wrap_aad(db_id) + b"\x1fcheck")
+
+
+def verify_key_check(cipher: Cipher, check: bytes, db_id: str) -> None:
+    try:
+        ok = cipher.open(check, _wrap_aad(db_id) + b"\x1fcheck") == _CHECK_PLAINTEXT.decode()
+    except Tampered:
+        ok = False
+    if not ok:
+        raise CryptoError("the data key fails its check value: the key table was altered")

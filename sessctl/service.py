@@ -1,0 +1,319 @@
+"""The use cases (create, list, show, archive, export, stats) as plain functions.
+
+Each takes an App (configuration, streams, clock) and returns data; the CLI prints it.
+`send` lives in conversation.py. Nothing here parses arguments or formats output.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from sessctl import timeutil
+from sessctl.config import Config, pick_default_provider
+from sessctl.errors import NotFoundError, UsageError
+from sessctl.models import Message, NewSession, Session, SessionFilter, Stats, check_session_id
+
+
+@dataclass
+class App:
+    """Everything a use case may touch besides its arguments; injected so tests
+    (and embedding programs) never depend on the real terminal or environment."""
+
+    config: Config
+    stdin: TextIO
+    stdout: TextIO
+    stderr: TextIO
+    quiet: bool = False
+    debug: bool = False
+    stdin_isatty: bool = False
+    stdout_isatty: bool = False
+    _store: Any = field(default=None, repr=False)
+    _sanitizer: Any = field(default=None, repr=False)
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        return self.config.env
+
+    @property
+    def color(self) -> bool:
+        return self.stdout_isatty and "NO_COLOR" not in self.env
+
+    def notice(self, message: str) -> None:
+        if not self.quiet:
+            self.stderr.write(f"sessctl: {message}\n")
+            self.stderr.flush()
+
+    def now(self) -> int:
+        return timeutil.now(self.env)
+
+    def sanitizer(self) -> Any:
+        if self._sanitizer is None:
+            from sessctl.sanitize import Sanitizer
+
+            self._sanitizer = Sanitizer.from_config(self.config.sanitize)
+        return self._sanitizer
+
+    def store(self, *, create: bool) -> Any:
+        """The open Store; None for read-only use of a database that does not exist yet
+        (reads of a missing database see an empty one and create no file)."""
+        if self._store is None:
+            from sessctl.store import Store
+
+            store = Store.open(self.config, self.sanitizer(), create=create)
+            if store is None:
+                return None
+            self._store = store
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+# --- helpers --------------------------------------------------------------------
+
+
+def parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
+    """KEY=VALUE arguments → dict (the last of a repeated key wins)."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"invalid {what} {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """Provider options `-o KEY=VALUE`: values are JSON when they parse (0.2, true,
+    ["\\n"]), else plain strings."""
+    import json
+
+    out: dict[str, Any] = {}
+    for key, raw in parse_pairs(pairs, "option").items():
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def new_session_id() -> str:
+    import secrets
+
+    return "s-" + secrets.token_hex(6)
+
+
+# --- create ------------------------------------------------------------------------
+
+
+@dataclass
+class CreateRequest:
+    id: str | None = None
+    user: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    system: str | None = None
+    title: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    ttl: int | None = None  # seconds
+    options: dict[str, Any] = field(default_factory=dict)
+    max_context_messages: int | None = None
+    max_context_tokens: int | None = None
+    exist_ok: bool = False
+
+
+def new_session_spec(app: App, session_id: str, *, user: str | None = None, provider: str | None = None,
+                     model: str | None = None) -> tuple[NewSession, str | None]:
+    """The NewSession for an id, with the provider and model resolved now so a session
+    keeps them even if the configuration's defaults change later; and the notice to
+    show if the session is created with the fallback provider."""
+    notice = None
+    if provider is None:
+        provider, notice = pick_default_provider(app.config)
+    pcfg = app.config.provider(provider)
+    return NewSession(id=session_id, user=user, provider=provider, model=model or pcfg.model), notice
+
+
+def create(app: App, req: CreateRequest) -> tuple[Session, bool]:
+    session_id = check_session_id(req.id) if req.id else new_session_id()
+    for name, value in (("--max-context-messages", req.max_context_messages),
+                        ("--max-context-tokens", req.max_context_tokens)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be at least 1")
+    spec, notice = new_session_spec(app, session_id, user=req.user, provider=req.provider, model=req.model)
+    spec.title, spec.system, spec.metadata = req.title, req.system, dict(req.metadata)
+    spec.options = dict(req.options)
+    spec.max_context_messages, spec.max_context_tokens = req.max_context_messages, req.max_context_tokens
+    now = app.now()
+    if req.ttl is not None:
+        spec.expires_at = now + req.ttl
+    session, created = app.store(create=True).create_session(spec, now, exist_ok=req.exist_ok)
+    if created and notice:
+        app.notice(notice)
+    return session, created
+
+
+# --- read ---------------------------------------------------------------------------
+
+
+def list_sessions(app: App, f: SessionFilter, *, limit: int | None, decrypt: bool = True) -> Iterator[Session]:
+    store = app.store(create=False)
+    if store is None:
+        return iter(())
+    return store.list_sessions(f, limit=limit or None, decrypt=decrypt)
+
+
+def show(app: App, session_id: str, *, last: int | None = None) -> tuple[Session, list[Message]]:
+    check_session_id(session_id)
+    store = app.store(create=False)
+    if store is None:
+        raise NotFoundError(f"session {session_id!r} not found (the database {app.config.db_path} does not exist yet)")
+    session = store.get_session(session_id)
+    if last is not None and last < 0:
+        raise UsageError("--last must be 0 or more")
+    return session, store.messages(session, last=last)
+
+
+def _require_ids(store: Any, ids: Sequence[str]) -> None:
+    for i in ids:
+        check_session_id(i)
+    missing = store.missing_ids(ids) if store is not None else list(ids)
+    if missing:
+        raise NotFoundError(
+            f"session{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)} not found; nothing was changed"
+        )
+
+
+def select(f: SessionFilter, ids: Sequence[str]) -> SessionFilter:
+    f.ids = tuple(dict.fromkeys(ids))
+    return f
+
+
+# --- archive -----------------------------------------------------------------------
+
+
+def archive(app: App, ids: Sequence[str], f: SessionFilter, *, dry_run: bool = False,
+            unarchive: bool = False) -> list[str]:
+    """Archive (or unarchive) the sessions named or matched; returns the ids changed.
+    Sessions already in the target state are left alone, so running twice is safe."""
+    if not ids and f.is_empty():
+        raise UsageError("name sessions to archive or give a filter such as --older-than 30d")
+    store = app.store(create=False)
+    if ids:
+        _require_ids(store, ids)
+    if store is None:
+        return []
+    target = "active" if unarchive else "archived"
+    f = select(f, ids)
+    if dry_run:
+        return [s.id for s in store.list_sessions(f, decrypt=False, oldest_first=True) if s.status != target]
+    return store.set_status(f, target, app.now())
+
+
+# --- export ------------------------------------------------------------------------
+
+
+def export(app: App, ids: Sequence[str], f: SessionFilter, *, all_sessions: bool) -> Iterator[tuple[Session, list[Message]]]:
+    """Full sessions with decrypted messages, oldest first, one at a time."""
+    if not ids and not all_sessions and f.is_empty():
+        raise UsageError("name sessions to export, or give --all or a filter")
+    store = app.store(create=False)
+    if ids:
+        _require_ids(store, ids)
+    if store is None:
+        return iter(())
+    f = select(f, ids)
+
+    def gen() -> Iterator[tuple[Session, list[Message]]]:
+        for s in store.list_sessions(f, oldest_first=True):
+            yield s, store.messages(s)
+
+    return gen()
+
+
+class AtomicOutput:
+    """A file written beside its destination (0600) and renamed into place only when
+    the whole export succeeded, so a failed export never leaves a truncated file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._tmp: str | None = None
+        self.fh: IO[str] | None = None
+
+    def __enter__(self) -> TextIO:
+        directory = self.path.parent if str(self.path.parent) else Path(".")
+        try:
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+        except OSError as exc:
+            raise UsageError(f"cannot write {self.path}: {exc.strerror}") from None
+        self.fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        return self.fh  # type: ignore[return-value]
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        assert self.fh is not None and self._tmp is not None
+        self.fh.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            os.unlink(self._tmp)
+
+
+# --- stats -------------------------------------------------------------------------
+
+
+def stats(app: App, f: SessionFilter, *, since: int | None = None, before: int | None = None,
+          by: str | None = None) -> list[tuple[Any, Stats]]:
+    store = app.store(create=False)
+    if store is None:
+        return [] if by else [(None, Stats())]
+    return store.stats(f, since=since, before=before, by=by)
+
+
+# --- filters -----------------------------------------------------------------------
+
+
+def make_filter(
+    app: App,
+    *,
+    status: str = "all",
+    user: str | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+    older_than: str | None = None,
+    since: str | None = None,
+    before: str | None = None,
+    meta: Sequence[str] = (),
+) -> SessionFilter:
+    """The shared filter options → a SessionFilter. Times compare with last activity:
+    `--older-than 30d` and `--before DATE` keep sessions idle since then, `--since`
+    those active since then (a date or a duration ago)."""
+    now = app.now()
+    bounds = []
+    if older_than is not None:
+        bounds.append(now - timeutil.parse_duration(older_than, what="--older-than"))
+    if before is not None:
+        bounds.append(timeutil.parse_point(before, now, what="--before"))
+    return SessionFilter(
+        status=status,
+        user=user,
+        model=model,
+        provider=provider,
+        updated_before=min(bounds) if bounds else None,
+        updated_since=timeutil.parse_point(since, now, what="--since") if since is not None else None,
+        meta=tuple(parse_pairs(meta, "--meta").items()),
+    )
+
+
+def time_window(app: App, since: str | None, before: str | None) -> tuple[int | None, int | None]:
+    now = app.now()
+    return (
+        timeutil.parse_point(since, now, what="--since") if since is not None else None,
+        timeutil.parse_point(before, now, what="--before") if before is not None else None,
+    )

@@ -1,0 +1,619 @@
+"""The SQLite store: the only module with SQL.
+
+Every write runs in one `BEGIN IMMEDIATE` transaction (retried as a whole when the
+database stays busy past the busy timeout), so concurrent sessctl processes serialise
+cleanly and a killed process leaves either all of a change or none of it.
+
+Every text that reaches the database passes through `_put_text`, which sanitizes it
+and then seals it under the data key with associated data naming its table, field,
+session and row. There is no other path from text to the file.
+
+The hot path uses the standard library's sqlite3 directly: importing sqlite-utils
+costs about 90 ms, more than the whole start-up budget of `sessctl list`. sqlite-utils
+serves where that cost is paid once (schema introspection in `doctor`, migrations that
+reshape tables).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sessctl import crypto, migrations
+from sessctl.config import Config
+from sessctl.errors import AlreadyExistsError, CryptoError, NotFoundError, StorageError
+from sessctl.models import Message, NewSession, Session, SessionFilter, Stats
+
+T = TypeVar("T")
+
+_SESSION_COLS = (
+    "pk, id, user, provider, model, status, created_at, updated_at, archived_at, expires_at, "
+    "title, system, metadata, options, message_count, tokens_in, tokens_out, redactions, redaction_rules"
+)
+_MESSAGE_COLS = (
+    "m.seq, m.role, b.content, m.created_at, m.status, m.provider, m.model, m.tokens_in, "
+    "m.tokens_out, m.tokens_estimated, m.latency_ms, m.first_token_ms, m.redactions"
+)
+_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED} if hasattr(sqlite3, "SQLITE_BUSY") else {5, 6}
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _merge_counts(*counts: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+@dataclass
+class NewMessage:
+    """A message to append. `redactions` adds counts already known (e.g. on import)."""
+
+    role: str
+    content: str
+    status: str = "ok"
+    provider: str | None = None
+    model: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tokens_estimated: bool = False
+    latency_ms: int | None = None
+    first_token_ms: int | None = None
+    created_at: int | None = None
+
+
+class Store:
+    """One open database. Create with `Store.open`; close with `close()`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, config: Config, sanitizer: Any) -> None:
+        self.conn = conn
+        self.path = path
+        self.config = config
+        self.sanitizer = sanitizer
+        self._cipher: crypto.Cipher | None = None
+
+    # --- opening ---------------------------------------------------------------
+
+    @classmethod
+    def open(cls, config: Config, sanitizer: Any, *, create: bool) -> Store | None:
+        """Open (and migrate) the database; None when it does not exist and create is False."""
+        path = config.db_path
+        is_new = not path.exists()
+        if is_new:
+            if not create:
+                return None
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                # Create the file 0600 ourselves before SQLite writes a byte; SQLite gives
+                # the -wal and -shm files the same mode as the database file.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            except OSError as exc:
+                raise StorageError(f"cannot create database {path}: {exc.strerror}") from None
+        elif path.is_dir():
+            raise StorageError(f"{path} is a directory, not a database file")
+        try:
+            conn = sqlite3.connect(
+                str(path), timeout=config.busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {path}: {exc}") from None
+        store = cls(conn, path, config, sanitizer)
+        try:
+            store._configure(is_new)
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def _configure(self, is_new: bool) -> None:
+        c = self.conn
+        try:
+            c.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout_ms)}")
+            version = migrations.current_version(c)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path} is not a usable sessctl database: {exc}") from None
+        migrations.check_version(version, self.path)
+        for pragma in (
+            "foreign_keys = ON",
+            "secure_delete = ON",
+            "synchronous = FULL",
+            "temp_store = MEMORY",
+            "cache_size = -16000",
+        ):
+            c.execute(f"PRAGMA {pragma}")
+        if version < migrations.LATEST:
+            if c.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                self._retry_busy(lambda: c.execute("PRAGMA journal_mode = WAL"))
+            try:
+                migrations.migrate(c, self.path)
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    raise StorageError(f"database {self.path} is locked; try again") from None
+                raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- transactions -------------------------------------------------------------
+
+    def _retry_busy(self, fn: Callable[[], T]) -> T:
+        attempts = 0
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or attempts >= 5:
+                    if _is_busy(exc):
+                        raise StorageError(
+                            f"database {self.path} stayed locked past the busy timeout "
+                            f"({self.config.busy_timeout_ms} ms); try again or raise [storage] busy_timeout"
+                        ) from None
+                    raise
+                attempts += 1
+                time.sleep(random.uniform(0.01, 0.05) * attempts)
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn inside BEGIN IMMEDIATE … COMMIT; the whole of fn is retried when busy."""
+
+        def attempt() -> T:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self.conn)
+                self.conn.execute("COMMIT")
+                return result
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
+        return self._retry_busy(attempt)
+
+    # --- keys ---------------------------------------------------------------------
+
+    def keyring(self) -> sqlite3.Row | None:
+        cur = self.conn.execute(
+            "SELECT db_id, kek_kind, kek_fingerprint, kdf, wrapped_dek, dek_check, dek_created_at, wrapped_at "
+            "FROM keyring WHERE id = 1"
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        names = [d[0] for d in cur.description]
+        return dict(zip(names, row))  # type: ignore[return-value]
+
+    def _kek_for(self, ring: dict[str, Any]) -> crypto.Kek:
+        env = self.config.env
+        if ring["kek_kind"] == "passphrase":
+            passphrase = env.get("SESSCTL_PASSPHRASE")
+            if not passphrase:
+                raise CryptoError(
+                    f"{self.path} is protected by a passphrase: set SESSCTL_PASSPHRASE"
+                )
+            return crypto.kek_from_passphrase(passphrase, json.loads(ring["kdf"]))
+        return crypto.kek_from_file(self.config.key_file, create=False)
+
+    def new_kek(self) -> crypto.Kek:
+        """The KEK for a new wrap: the passphrase when one is set, else the key file."""
+        passphrase = self.config.env.get("SESSCTL_PASSPHRASE")
+        if passphrase:
+            return crypto.kek_from_passphrase(passphrase)
+        return crypto.kek_from_file(self.config.key_file, create=True)
+
+    def cipher(self, *, create: bool = False) -> crypto.Cipher | None:
+        """The data-key cipher; None when the database has no key yet and create is False.
+
+        A database that has a key table is never given a new key: a missing or wrong
+        key is an error (exit 6), not a fresh start over someone's data."""
+        if self._cipher is not None:
+            return self._cipher
+        ring = self.keyring()
+        if ring is None:
+            if not create:
+                return None
+            kek = self.new_kek()
+
+            def make(conn: sqlite3.Connection) -> None:
+                if conn.execute("SELECT 1 FROM keyring WHERE id = 1").fetchone():
+                    return  # another process made it first; use theirs
+                db_id = uuid.uuid4().hex
+                dek = crypto.new_data_key()
+                now = int(time.time())
+                conn.execute(
+                    "INSERT INTO keyring (id, db_id, kek_kind, kek_fingerprint, kdf, wrapped_dek, dek_check, "
+                    "dek_created_at, wrapped_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        db_id,
+                        kek.kind,
+                        kek.fingerprint,
+                        json.dumps(kek.kdf) if kek.kdf else None,
+                        crypto.wrap(kek, dek, db_id),
+                        crypto.key_check(crypto.Cipher(dek), db_id),
+                        now,
+                        now,
+                    ),
+                )
+
+            self.write(make)
+            ring = self.keyring()
+            assert ring is not None
+        kek = self._kek_for(ring)
+        dek = crypto.unwrap(kek, ring["wrapped_dek"], ring["db_id"])
+        cipher = crypto.Cipher(dek)
+        crypto.verify_key_check(cipher, ring["dek_check"], ring["db_id"])
+        self._cipher = cipher
+        return cipher
+
+    def _need_cipher(self) -> crypto.Cipher:
+        cipher = self.cipher()
+        if cipher is None:
+            raise CryptoError(f"{self.path} holds encrypted data but has no key table; run `sessctl doctor`")
+        return cipher
+
+    # --- sealing ------------------------------------------------------------------
+
+    def _put_text(
+        self, text: str | None, table: str, field: str, session_id: str, session_pk: int, row: int
+    ) -> tuple[bytes | None, dict[str, int]]:
+        """Sanitize, then seal. The single path by which text reaches the database."""
+        if text is None:
+            return None, {}
+        clean, counts = self.sanitizer.sanitize(text)
+        cipher = self.cipher(create=True)
+        assert cipher is not None
+        return cipher.seal(clean, crypto.aad(table, field, session_id, session_pk, row)), counts
+
+    def _open_text(
+        self, blob: bytes | None, table: str, field: str, session_id: str, session_pk: int, row: int
+    ) -> str | None:
+        if blob is None:
+            return None
+        try:
+            return self._need_cipher().open(blob, crypto.aad(table, field, session_id, session_pk, row))
+        except crypto.Tampered:
+            where = f"{table}.{field} of session {session_id!r}" + (f" message {row}" if table == "messages" else "")
+            raise CryptoError(
+                f"cannot decrypt {where}: the value was altered or moved; run `sessctl doctor`"
+            ) from None
+
+    # --- sessions -----------------------------------------------------------------
+
+    def _session(self, row: Sequence[Any], *, decrypt: bool = True) -> Session:
+        (pk, sid, user, provider, model, status, created, updated, archived, expires,
+         title, system, metadata, options, count, tin, tout, red, red_rules) = row
+        opts = json.loads(options) if options else {}
+        s = Session(
+            pk=pk, id=sid, user=user, provider=provider, model=model, status=status,
+            created_at=created, updated_at=updated, archived_at=archived, expires_at=expires,
+            options=opts.get("options", {}),
+            max_context_messages=opts.get("max_context_messages"),
+            max_context_tokens=opts.get("max_context_tokens"),
+            message_count=count, tokens_in=tin, tokens_out=tout, redactions=red,
+            redaction_rules=json.loads(red_rules) if red_rules else {},
+        )
+        if decrypt:
+            s.title = self._open_text(title, "sessions", "title", sid, pk, pk)
+            s.system = self._open_text(system, "sessions", "system", sid, pk, pk)
+            meta = self._open_text(metadata, "sessions", "metadata", sid, pk, pk)
+            s.metadata = json.loads(meta) if meta else {}
+        return s
+
+    def get_session(self, session_id: str, *, decrypt: bool = True) -> Session:
+        row = self.conn.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"session {session_id!r} not found (see `sessctl list --status all`)")
+        return self._session(row, decrypt=decrypt)
+
+    def find_session(self, session_id: str, *, decrypt: bool = True) -> Session | None:
+        try:
+            return self.get_session(session_id, decrypt=decrypt)
+        except NotFoundError:
+            return None
+
+    def _insert_session(self, conn: sqlite3.Connection, new: NewSession, now: int) -> int:
+        cur = conn.execute(
+            "INSERT INTO sessions (id, user, provider, model, status, created_at, updated_at, expires_at, options) "
+            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+            (new.id, new.user, new.provider, new.model, now, now, new.expires_at, self._options_json(new)),
+        )
+        pk = int(cur.lastrowid or 0)
+        self._write_session_texts(conn, pk, new.id, new.title, new.system, new.metadata, set_title=True,
+                                  set_system=True, set_meta=True)
+        return pk
+
+    @staticmethod
+    def _options_json(new: NewSession | Session) -> str | None:
+        data: dict[str, Any] = {}
+        if new.options:
+            data["options"] = dict(new.options)
+        if new.max_context_messages is not None:
+            data["max_context_messages"] = new.max_context_messages
+        if new.max_context_tokens is not None:
+            data["max_context_tokens"] = new.max_context_tokens
+        return json.dumps(data, sort_keys=True) if data else None
+
+    def _write_session_texts(
+        self, conn: sqlite3.Connection, pk: int, sid: str, title: str | None, system: str | None,
+        metadata: dict[str, str], *, set_title: bool, set_system: bool, set_meta: bool,
+    ) -> dict[str, int]:
+        sets: list[str] = []
+        params: list[Any] = []
+        counts: list[dict[str, int]] = []
+        if set_title:
+            blob, c = self._put_text(title, "sessions", "title", sid, pk, pk)
+            sets.append("title = ?"), params.append(blob), counts.append(c)
+        if set_system:
+            blob, c = self._put_text(system, "sessions", "system", sid, pk, pk)
+            sets.append("system = ?"), params.append(blob), counts.append(c)
+        if set_meta:
+            clean: dict[str, str] = {}
+            for key, value in metadata.items():
+                cleaned, c = self.sanitizer.sanitize(value)
+                clean[key] = cleaned
+                counts.append(c)
+            blob, _ = self._put_text(json.dumps(clean, ensure_ascii=False, sort_keys=True) if clean else None,
+                                     "sessions", "metadata", sid, pk, pk)
+            sets.append("metadata = ?"), params.append(blob)
+            conn.execute("DELETE FROM session_meta_index WHERE session_pk = ?", (pk,))
+            if clean:
+                cipher = self.cipher(create=True)
+                assert cipher is not None
+                conn.executemany(
+                    "INSERT OR IGNORE INTO session_meta_index (tag, session_pk) VALUES (?, ?)",
+                    [(cipher.index_tag(k, v), pk) for k, v in clean.items()],
+                )
+        total = _merge_counts(*counts)
+        if total:
+            rules = conn.execute("SELECT redaction_rules FROM sessions WHERE pk = ?", (pk,)).fetchone()[0]
+            merged = _merge_counts(json.loads(rules) if rules else {}, total)
+            sets += ["redactions = redactions + ?", "redaction_rules = ?"]
+            params += [sum(total.values()), json.dumps(merged, sort_keys=True)]
+        if sets:
+            conn.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE pk = ?", (*params, pk))
+        return total
+
+    def create_session(self, new: NewSession, now: int, *, exist_ok: bool = False) -> tuple[Session, bool]:
+        """Insert a session; returns (session, created). Duplicate ids raise exit 4 unless exist_ok."""
+        self.cipher(create=True)
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (new.id,)).fetchone():
+                if exist_ok:
+                    return False
+                raise AlreadyExistsError(f"session {new.id!r} already exists (use --exist-ok to accept that)")
+            self._insert_session(conn, new, now)
+            return True
+
+        created = self.write(tx)
+        return self.get_session(new.id), created
+
+    def update_session(
+        self,
+        session_id: str,
+        now: int,
+        *,
+        title: str | None = None,
+        set_title: bool = False,
+        user: str | None = None,
+        set_user: bool = False,
+        meta_set: dict[str, str] | None = None,
+        meta_unset: Iterable[str] = (),
+    ) -> Session:
+        """Change title, user or metadata (merge semantics) in one transaction."""
+        unset = list(meta_unset)
+
+        def tx(conn: sqlite3.Connection) -> None:
+            current = self.get_session(session_id)
+            metadata = dict(current.metadata)
+            if meta_set:
+                metadata.update(meta_set)
+            for key in unset:
+                metadata.pop(key, None)
+            change_meta = bool(meta_set) or bool(unset)
+            self._write_session_texts(conn, current.pk, current.id, title, current.system, metadata,
+                                      set_title=set_title, set_system=False, set_meta=change_meta)
+            if set_user:
+                conn.execute("UPDATE sessions SET user = ? WHERE pk = ?", (user, current.pk))
+            conn.execute("UPDATE sessions SET updated_at = ? WHERE pk = ?", (now, current.pk))
+
+        self.write(tx)
+        return self.get_session(session_id)
+
+    # --- messages -----------------------------------------------------------------
+
+    def append_messages(
+        self,
+        session_id: str,
+        messages: Sequence[NewMessage],
+        now: int,
+        *,
+        create: NewSession | None = None,
+    ) -> tuple[Session, list[Message]]:
+        """Append messages (a whole turn) atomically with gap-free sequence numbers.
+
+        With `create`, a missing session is created in the same transaction."""
+        self.cipher(create=True)
+
+        def tx(conn: sqlite3.Connection) -> list[tuple[int, dict[str, int]]]:
+            row = conn.execute(
+                "SELECT pk, message_count FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                if create is None:
+                    raise NotFoundError(f"session {session_id!r} not found")
+                pk, count = self._insert_session(conn, create, now), 0
+            else:
+                pk, count = row
+            written: list[tuple[int, dict[str, int]]] = []
+            tin = tout = 0
+            for i, m in enumerate(messages):
+                seq = count + i + 1
+                blob, red = self._put_text(m.content, "messages", "content", session_id, pk, seq)
+                cur = conn.execute(
+                    "INSERT INTO messages (session_pk, seq, role, status, created_at, provider, model, tokens_in, "
+                    "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (pk, seq, m.role, m.status, m.created_at or now, m.provider, m.model, m.tokens_in,
+                     m.tokens_out, int(m.tokens_estimated) if m.tokens_in is not None else None,
+                     m.latency_ms, m.first_token_ms, json.dumps(red, sort_keys=True) if red else None,
+                     sum(red.values())),
+                )
+                conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.lastrowid, blob))
+                tin += m.tokens_in or 0
+                tout += m.tokens_out or 0
+                written.append((seq, red))
+            total = _merge_counts(*(r for _, r in written))
+            rules_sql, rules_params = "", []
+            if total:
+                old = conn.execute("SELECT redaction_rules FROM sessions WHERE pk = ?", (pk,)).fetchone()[0]
+                rules_sql = ", redaction_rules = ?"
+                rules_params = [json.dumps(_merge_counts(json.loads(old) if old else {}, total), sort_keys=True)]
+            conn.execute(
+                "UPDATE sessions SET message_count = message_count + ?, tokens_in = tokens_in + ?, "
+                f"tokens_out = tokens_out + ?, redactions = redactions + ?, updated_at = ?{rules_sql} WHERE pk = ?",
+                (len(messages), tin, tout, sum(total.values()), now, *rules_params, pk),
+            )
+            return written
+
+        written = self.write(tx)
+        session = self.get_session(session_id)
+        seqs = [seq for seq, _ in written]
+        stored = self.messages(session, seqs=seqs)
+        return session, stored
+
+    def _message(self, session: Session, row: Sequence[Any]) -> Message:
+        (seq, role, content, created, status, provider, model, tin, tout, est, lat, first, red) = row
+        return Message(
+            seq=seq, role=role,
+            content=self._open_text(content, "messages", "content", session.id, session.pk, seq) or "",
+            created_at=created, status=status, provider=provider, model=model, tokens_in=tin,
+            tokens_out=tout, tokens_estimated=bool(est), latency_ms=lat, first_token_ms=first,
+            redactions=json.loads(red) if red else {},
+        )
+
+    def messages(
+        self,
+        session: Session,
+        *,
+        last: int | None = None,
+        seqs: Sequence[int] | None = None,
+        only_ok: bool = False,
+    ) -> list[Message]:
+        """A session's messages in order; `last` keeps the final N."""
+        where, params = "m.session_pk = ?", [session.pk]
+        if only_ok:
+            where += " AND m.status = 'ok'"
+        if seqs is not None:
+            where += f" AND m.seq IN ({','.join('?' * len(seqs))})"
+            params += list(seqs)
+        sql = f"SELECT {_MESSAGE_COLS} FROM messages m JOIN message_bodies b ON b.id = m.id WHERE {where}"
+        if last is not None:
+            sql += " ORDER BY m.seq DESC LIMIT ?"
+            rows = self.conn.execute(sql, (*params, last)).fetchall()
+            rows.reverse()
+        else:
+            rows = self.conn.execute(sql + " ORDER BY m.seq", params).fetchall()
+        return [self._message(session, r) for r in rows]
+
+    # --- selection ----------------------------------------------------------------
+
+    def _where(self, f: SessionFilter, alias: str = "") -> tuple[str, list[Any]]:
+        """SQL conditions for f over the sessions table (columns prefixed by `alias.`)."""
+        p = f"{alias}." if alias else ""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if f.ids:
+            clauses.append(f"{p}id IN ({','.join('?' * len(f.ids))})")
+            params += list(f.ids)
+        if f.status != "all":
+            clauses.append(f"{p}status = ?")
+            params.append(f.status)
+        for column, value in (("user", f.user), ("model", f.model), ("provider", f.provider)):
+            if value is not None:
+                clauses.append(f"{p}{column} = ?")
+                params.append(value)
+        if f.updated_before is not None:
+            clauses.append(f"{p}updated_at < ?")
+            params.append(f.updated_before)
+        if f.updated_since is not None:
+            clauses.append(f"{p}updated_at >= ?")
+            params.append(f.updated_since)
+        if f.meta:
+            cipher = self.cipher()
+            if cipher is None:
+                clauses.append("0")
+            else:
+                for key, value in f.meta:
+                    clauses.append(f"{p}pk IN (SELECT session_pk FROM session_meta_index WHERE tag = ?)")
+                    params.append(cipher.index_tag(key, value))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def list_sessions(
+        self, f: SessionFilter, *, limit: int | None = None, decrypt: bool = True, oldest_first: bool = False
+    ) -> Iterator[Session]:
+        """Sessions matching f, newest activity first (or by creation for exports)."""
+        where, params = self._where(f)
+        order = " ORDER BY created_at, pk" if oldest_first else " ORDER BY updated_at DESC, pk DESC"
+        sql = f"SELECT {_SESSION_COLS} FROM sessions{where}{order}"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        for row in self.conn.execute(sql, params):
+            yield self._session(row, decrypt=decrypt)
+
+    def session_ids(self, f: SessionFilter) -> list[str]:
+        where, params = self._where(f)
+        return [r[0] for r in self.conn.execute(f"SELECT id FROM sessions{where} ORDER BY created_at, pk", params)]
+
+    def missing_ids(self, ids: Iterable[str]) -> list[str]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        found = {
+            r[0]
+            for r in self.conn.execute(
+                f"SELECT id FROM sessions WHERE id IN ({','.join('?' * len(wanted))})", wanted
+            )
+        }
+        return [i for i in wanted if i not in found]
+
+    def set_status(self, f: SessionFilter, status: str, now: int) -> list[str]:
+        """Archive or unarchive every matching session not already so; returns their ids."""
+        where, params = self._where(f)
+        cond = f"{where} AND status != ?" if where else " WHERE status != ?"
+        archived_at = now if status == "archived" else None
+
+        def tx(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                f"UPDATE sessions SET status = ?, archived_at = ?{cond} RETURNING id, created_at, pk",
+                (status, archived_at, *params, status),
+            ).fetchall()
+            return [r[0] for r in sorted(rows, key=lambda r: (r[1], r[2]))]
+
+        return self.write(tx)
+
+    # --- statistics ---------------------------------------------------------------
+
+    def stats(self, f: SessionFilter, *, since: int | None = None, before: int | None = None,
+              by: str | None = None) -> list[tuple[Any, Stats]]:
+        """Totals over the selected sessions; with `by`, one Stats per group, key-sorted.
+
+        Without a message window (`since`/`before`), message and token totals come
+        from the per-session counters, so the common case never scans messages."""
+        from sessctl.store.stats import compute
+
+        return compute(self.conn, self._where(f, "s"), since=since, before=before, by=by)
