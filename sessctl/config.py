@@ -118,6 +118,8 @@ def _provider(name: str, raw: Mapping[str, Any], where: str) -> ProviderConfig:
     if kind != "echo" and not raw.get("base_url"):
         raise UsageError(f"{where}: [providers.{name}] needs base_url")
     kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k not in {"options", "headers"}}
+    if kind == "echo":
+        kwargs.setdefault("model", "echo")
     for key in ("connect_timeout", "read_timeout", "backoff_base", "backoff_max"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])

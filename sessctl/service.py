@@ -142,7 +142,7 @@ def new_session_spec(app: App, session_id: str, *, user: str | None = None, prov
 
 
 def create(app: App, req: CreateRequest) -> tuple[Session, bool]:
-    session_id = check_session_id(req.id) if req.id else new_session_id()
+    session_id = check_session_id(req.id) if req.id is not None else new_session_id()
     for name, value in (("--max-context-messages", req.max_context_messages),
                         ("--max-context-tokens", req.max_context_tokens)):
         if value is not None and value < 1:

@@ -1,0 +1,113 @@
+"""Shared fixtures: every test gets its own data and config dirs, a clean environment,
+and a CliRunner wrapper that keeps stdout and stderr apart."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from sessctl.cli import cli
+
+_SCRUB = (
+    "SESSCTL_DB", "SESSCTL_CONFIG", "SESSCTL_KEY_FILE", "SESSCTL_PASSPHRASE", "SESSCTL_NOW",
+    "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+    "http_proxy", "https_proxy", "all_proxy",
+)
+
+
+@dataclass
+class Paths:
+    root: Path
+    data: Path
+    config_dir: Path
+
+    @property
+    def db(self) -> Path:
+        return self.data / "sessctl" / "sessions.db"
+
+    @property
+    def config(self) -> Path:
+        return self.config_dir / "sessctl" / "config.toml"
+
+    @property
+    def key(self) -> Path:
+        return self.config_dir / "sessctl" / "key"
+
+    def write_config(self, text: str) -> Path:
+        self.config.parent.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(text)
+        return self.config
+
+
+@pytest.fixture(autouse=True)
+def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
+    for var in _SCRUB:
+        monkeypatch.delenv(var, raising=False)
+    p = Paths(tmp_path, tmp_path / "data", tmp_path / "config")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(p.data))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(p.config_dir))
+    monkeypatch.setenv("NO_COLOR", "1")
+    return p
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def jsonl(self) -> list[Any]:
+        return [json.loads(line) for line in self.stdout.splitlines()]
+
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def run() -> Run:
+    """run("list", "--json", input=..., env={...}) → Result(exit_code, stdout, stderr)."""
+
+    def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+        runner = CliRunner()
+        r = runner.invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
+        return Result(r.exit_code, r.stdout, r.stderr)
+
+    return invoke
+
+
+@pytest.fixture
+def ok(run: Run) -> Run:
+    """Like run, but asserts exit 0 (showing stderr when not)."""
+
+    def invoke(*args: str, **kw: Any) -> Result:
+        r = run(*args, **kw)
+        assert r.exit_code == 0, f"exit {r.exit_code}: {r.stderr}"
+        return r
+
+    return invoke
+
+
+@pytest.fixture
+def db_conn(paths: Paths) -> Callable[[], sqlite3.Connection]:
+    """Open the test database directly (for tampering and raw inspection)."""
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(paths.db, isolation_level=None)
+
+    return connect
+
+
+def mode(path: Path) -> int:
+    return os.stat(path).st_mode & 0o777
