@@ -86,6 +86,7 @@ class Store:
         self.config = config
         self.sanitizer = sanitizer
         self._cipher: crypto.Cipher | None = None
+        self._write_depth = 0
 
     # --- opening ---------------------------------------------------------------
 
@@ -168,10 +169,15 @@ class Store:
                 time.sleep(random.uniform(0.01, 0.05) * attempts)
 
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run fn inside BEGIN IMMEDIATE … COMMIT; the whole of fn is retried when busy."""
+        """Run fn inside BEGIN IMMEDIATE … COMMIT; the whole of fn is retried when busy,
+        so fn must have no effects outside the database. A write inside a write joins
+        the outer transaction (bulk loaders batch many appends into one commit)."""
+        if self._write_depth:
+            return fn(self.conn)
 
         def attempt() -> T:
             self.conn.execute("BEGIN IMMEDIATE")
+            self._write_depth += 1
             try:
                 result = fn(self.conn)
                 self.conn.execute("COMMIT")
@@ -180,6 +186,8 @@ class Store:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._write_depth -= 1
 
         return self._retry_busy(attempt)
 
