@@ -116,9 +116,12 @@ def run(group: click.Group, argv: list[str], prog_name: str, debug: bool, **extr
         _error("interrupted")
         return ExitStatus.INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, as Unix tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno()) if hasattr(sys.stdout, "fileno") else None
+        # The reader went away (`| head`): stop quietly with SIGPIPE's status, as Unix
+        # tools do. Point stdout at /dev/null so the interpreter's final flush is silent.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
         return 141
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are reported
         sqlite3 = sys.modules.get("sqlite3")

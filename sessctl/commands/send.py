@@ -65,13 +65,17 @@ def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], opti
                 app.stdout.write(render.dumps(b) + "\n")
         return
 
-    streamed: list[bool] = []
+    streamed: list[str] = []
 
     def on_text(piece: str) -> None:
-        if fmt == "text":
-            streamed.append(True)
+        if fmt == "text" and piece:
+            streamed.append(piece[-1])
             app.stdout.write(piece)
             app.stdout.flush()
+
+    def end_stream() -> None:
+        if streamed and streamed[-1] != "\n":
+            app.stdout.write("\n")
 
     results = conversation.send(app, sessions, opts, on_text=on_text)
     exit_code = 0
@@ -86,12 +90,12 @@ def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], opti
             if multi:
                 app.stdout.write(("\n" if i else "") + f"==> {r.session_id} <==\n")
             if streamed and not multi:
-                app.stdout.write("\n")
+                end_stream()
             else:
                 app.stdout.write(r.reply.content + ("" if r.reply.content.endswith("\n") else "\n"))
         if r.error is not None:
-            if streamed and not multi:
-                app.stdout.write("\n")
+            if not multi:
+                end_stream()
             prefix = f"session {r.session_id!r}: " if multi else ""
             app.stderr.write(f"sessctl: error: {prefix}{r.error}\n")
             exit_code = exit_code or int(r.error.exit_code)
