@@ -32,7 +32,8 @@ from sessctl.providers.base import (
     estimate_tokens,
     make_provider,
 )
-from sessctl.providers.http import HTTPProvider, backoff_delay, retry_after_seconds
+from sessctl.providers.http import HTTPProvider
+from sessctl.providers.policy import backoff_delay, retry_after_seconds
 
 KEY = "sk-test-0123456789abcdef"
 ENV = {"TEST_LLM_KEY": KEY}

@@ -22,15 +22,8 @@ from sessctl.providers.base import (
     estimate_request_tokens,
     estimate_tokens,
 )
-from sessctl.providers.http import (
-    TRANSIENT_ERROR_TYPES,
-    HTTPProvider,
-    StreamFailure,
-    StreamState,
-    _ms_since,
-    merge_options,
-    one_line,
-)
+from sessctl.providers.http import HTTPProvider, StreamFailure, StreamState, ms_since
+from sessctl.providers.policy import TRANSIENT_ERROR_TYPES, merge_options, one_line
 from sessctl.providers.sse import SSEEvent
 
 DEFAULT_MAX_TOKENS = 4096
@@ -97,7 +90,7 @@ class AnthropicProvider(HTTPProvider):
             tokens_in=tokens_in if tokens_in is not None else estimate_request_tokens(request),
             tokens_out=tokens_out if tokens_out is not None else estimate_tokens(text),
             tokens_estimated=tokens_in is None or tokens_out is None,
-            latency_ms=_ms_since(started),
+            latency_ms=ms_since(started),
             finish_reason=data.get("stop_reason"),
         )
 

@@ -22,16 +22,8 @@ from sessctl.providers.base import (
     estimate_request_tokens,
     estimate_tokens,
 )
-from sessctl.providers.http import (
-    TRANSIENT_ERROR_TYPES,
-    HTTPProvider,
-    StreamFailure,
-    StreamState,
-    _ms_since,
-    error_message_from_json,
-    merge_options,
-    one_line,
-)
+from sessctl.providers.http import HTTPProvider, StreamFailure, StreamState, ms_since
+from sessctl.providers.policy import TRANSIENT_ERROR_TYPES, error_message_from_json, merge_options, one_line
 from sessctl.providers.sse import SSEEvent
 
 RESERVED_OPTIONS = ("model", "messages", "stream")
@@ -90,7 +82,7 @@ class OpenAIProvider(HTTPProvider):
             tokens_in=tokens_in if tokens_in is not None else estimate_request_tokens(request),
             tokens_out=tokens_out if tokens_out is not None else estimate_tokens(text),
             tokens_estimated=tokens_in is None or tokens_out is None,
-            latency_ms=_ms_since(started),
+            latency_ms=ms_since(started),
             finish_reason=choice.get("finish_reason"),
         )
 
