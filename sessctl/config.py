@@ -40,7 +40,7 @@ BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
 _PROVIDER_KEYS = {
     "kind", "base_url", "api_key_env", "model", "connect_timeout", "read_timeout",
     "max_retries", "backoff_base", "backoff_max", "options", "headers",
-    "max_context_messages", "max_context_tokens", "anthropic_version",
+    "max_context_messages", "max_context_tokens", "anthropic_version", "stream_usage",
 }
 
 
@@ -61,6 +61,9 @@ class ProviderConfig:
     max_context_messages: int | None = None
     max_context_tokens: int | None = None
     anthropic_version: str = "2023-06-01"
+    # OpenAI-compatible streams: ask for usage with stream_options.include_usage. Off for
+    # servers that reject the field; usage is then estimated.
+    stream_usage: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ def _provider(name: str, raw: Mapping[str, Any], where: str) -> ProviderConfig:
     for key in ("connect_timeout", "read_timeout", "backoff_base", "backoff_max"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])
+    if "stream_usage" in kwargs and not isinstance(kwargs["stream_usage"], bool):
+        raise UsageError(f"{where}: [providers.{name}] stream_usage must be true or false")
     for key in ("max_retries", "max_context_messages", "max_context_tokens"):
         if key in kwargs and kwargs[key] is not None:
             if not isinstance(kwargs[key], int) or kwargs[key] < 0:

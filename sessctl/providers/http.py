@@ -1,0 +1,423 @@
+"""What every HTTP provider shares: auth from the environment, timeouts, the retry loop,
+streaming over SSE, and one-line errors. The rules themselves (which failures are
+retried, how long to wait, how error bodies read) live in policy.py.
+
+Latency is measured per attempt (request sent to reply complete), so a backoff sleep
+is not counted as the endpoint's latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+import httpx
+
+from sessctl.errors import ProviderError, UsageError
+from sessctl.providers.base import (
+    ChatReply,
+    ChatRequest,
+    OnText,
+    Provider,
+    estimate_request_tokens,
+    estimate_tokens,
+)
+from sessctl.providers.policy import (
+    RETRY_STATUSES,
+    backoff_delay,
+    body_excerpt,
+    error_message_from_json,
+    one_line,
+    retry_after_seconds,
+)
+from sessctl.providers.sse import SSEDecoder, SSEEvent
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- attempt plumbing
+
+
+class StreamFailure(Exception):
+    """Raised by `handle_event` for an error the endpoint reported inside the stream.
+
+    `retryable` says whether the same request may succeed later (overloaded, rate
+    limited); it is only acted on while no reply text has arrived.
+    """
+
+    def __init__(self, detail: str, *, retryable: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retryable = retryable
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way that may succeed if tried again."""
+
+    def __init__(self, detail: str, *, status: int | None = None, wait: float | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+        self.wait = wait  # what the server asked for, if anything
+
+
+@dataclass
+class StreamState:
+    """Per-attempt progress of a streamed reply (what `partial` is made of)."""
+
+    started: float
+    parts: list[str] = field(default_factory=list)
+    first_token_ms: int | None = None
+    model: str | None = None
+    finish_reason: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    done: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def add_text(self, piece: str, on_text: OnText | None) -> None:
+        if not piece:
+            return
+        if self.first_token_ms is None:
+            self.first_token_ms = ms_since(self.started)
+        self.parts.append(piece)
+        if on_text is not None:
+            on_text(piece)
+
+
+def ms_since(start: float) -> int:
+    """Whole milliseconds since a time.perf_counter() reading."""
+    return int((time.perf_counter() - start) * 1000)
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """httpx's message, or the OS error underneath when httpx's says little."""
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    seen = 0
+    while cause is not None and seen < 5:
+        if isinstance(cause, OSError) and (cause.errno or cause.strerror):
+            # asyncio words a refusal "Connect call failed (addr)"; the errno says why.
+            if isinstance(cause.errno, int) and cause.errno > 0:
+                return os.strerror(cause.errno)
+            return str(cause.strerror)
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return one_line(text) if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- the base class
+
+
+class HTTPProvider(Provider):
+    """A Provider over HTTP/JSON. Subclasses supply the API's URL, headers, body and parsing.
+
+    The API key is read from the environment at call time and kept nowhere on the
+    instance, so no repr, log line or error can carry it; error text is scrubbed of it
+    as well, in case an endpoint echoes it back.
+    """
+
+    #: Path appended to base_url for a chat, and for the `check` probe.
+    chat_path: str = ""
+    models_path: str = ""
+
+    # ---- what subclasses provide
+
+    def auth_headers(self, key: str) -> dict[str, str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_headers(self) -> dict[str, str]:
+        return {}
+
+    def parse_reply(self, data: Any, request: ChatRequest, started: float) -> ChatReply:  # pragma: no cover
+        raise NotImplementedError
+
+    def handle_event(self, event: SSEEvent, state: StreamState, on_text: OnText | None) -> None:  # pragma: no cover
+        """Apply one SSE event to `state`; set `state.done` at the terminator."""
+        raise NotImplementedError
+
+    def stream_terminator(self) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    # ---- shared behaviour
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, endpoint={self.endpoint()!r})"
+
+    def base_url(self) -> str:
+        url = (self.config.base_url or "").strip()
+        if not re.match(r"(?i)https?://[^/]", url):
+            raise UsageError(
+                f"provider {self.name!r}: base_url {url!r} is not an http:// or https:// URL; "
+                "fix it in the config file"
+            )
+        return url.rstrip("/")
+
+    def endpoint(self) -> str:
+        return self.base_url() + self.chat_path
+
+    def models_url(self) -> str:
+        return self.base_url() + self.models_path
+
+    def api_key(self) -> str | None:
+        """The key from the variable `api_key_env` names; None when no variable is named."""
+        var = self.config.api_key_env
+        if not var:
+            return None
+        key = self.env.get(var)
+        if not key:
+            raise UsageError(
+                f"provider {self.name!r} needs an API key in the environment variable {var}, "
+                "which is not set; export it, or change api_key_env in the config"
+            )
+        return key
+
+    def headers(self, key: str | None, *, stream: bool = False) -> dict[str, str]:
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream" if stream else "application/json",
+            "user-agent": _user_agent(),
+        }
+        headers.update(self.extra_headers())
+        headers.update({k.lower(): v for k, v in self.config.headers.items()})
+        if key is not None:
+            headers.update(self.auth_headers(key))
+        return headers
+
+    def timeout(self) -> httpx.Timeout:
+        # read also bounds the gap between two chunks of a stream, which keep-alive
+        # comments reset; write and pool get the read budget, connect its own.
+        return httpx.Timeout(self.config.read_timeout, connect=self.config.connect_timeout)
+
+    def error(self, url: str, detail: str, *, key: str | None, status: int | None = None,
+              partial: str = "") -> ProviderError:
+        message = one_line(f"provider {self.name!r} ({url}): {detail}", limit=500)
+        if key:
+            message = message.replace(key, "[REDACTED]")
+        return ProviderError(message, partial=partial, status=status)
+
+    def http_failure(self, response: httpx.Response, raw: bytes) -> tuple[str, bool, float | None]:
+        """(detail, retryable, wait) for a non-2xx response."""
+        status = response.status_code
+        try:
+            message = error_message_from_json(json.loads(raw)) if raw else None
+        except ValueError:
+            message = None
+        if message is None and raw:
+            message = body_excerpt(raw) or None  # an HTML page, or JSON of an unknown shape
+        message = one_line(message or response.reason_phrase or "no error message")
+        detail = f"HTTP {status}: {message}"
+        should = response.headers.get("x-should-retry", "").strip().lower()
+        retryable = status in RETRY_STATUSES
+        if should in ("true", "false"):
+            retryable = should == "true"
+        return detail, retryable, retry_after_seconds(response.headers)
+
+    @asynccontextmanager
+    async def _client(self, client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+        if client is not None:
+            yield client
+            return
+        async with httpx.AsyncClient() as own:
+            yield own
+
+    async def with_retries(self, url: str, key: str | None, attempt: Callable[[], Awaitable[T]],
+                           max_retries: int | None = None) -> T:
+        retries = self.config.max_retries if max_retries is None else max_retries
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await attempt()
+            except _Retryable as failed:
+                wait = failed.wait
+                if wait is not None and wait > self.config.backoff_max:
+                    raise self.error(
+                        url, f"{failed.detail} (server asks to retry after {wait:.0f} s, "
+                        f"more than backoff_max {self.config.backoff_max:g} s)",
+                        key=key, status=failed.status,
+                    ) from None
+                if tries > retries:
+                    suffix = f" (after {tries} attempts)" if tries > 1 else ""
+                    raise self.error(url, failed.detail + suffix, key=key,
+                                     status=failed.status) from None
+                if wait is None:
+                    wait = backoff_delay(tries - 1, self.config.backoff_base, self.config.backoff_max)
+                await asyncio.sleep(wait)
+
+    # ---- chat
+
+    async def chat(self, request: ChatRequest, client: httpx.AsyncClient | None,
+                   on_text: OnText | None = None) -> ChatReply:
+        url = self.endpoint()
+        key = self.api_key()  # before any I/O: a missing key is a usage error
+        body = self.build_body(request)
+        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        headers = self.headers(key, stream=request.stream)
+        async with self._client(client) as http:
+            return await self.with_retries(
+                url, key, lambda: self._chat_once(http, url, key, headers, payload, request, on_text)
+            )
+
+    async def _chat_once(self, http: httpx.AsyncClient, url: str, key: str | None,
+                         headers: dict[str, str], payload: bytes, request: ChatRequest,
+                         on_text: OnText | None) -> ChatReply:
+        state = StreamState(started=time.perf_counter())
+        try:
+            async with http.stream("POST", url, content=payload, headers=headers,
+                                   timeout=self.timeout()) as response:
+                if not response.is_success:
+                    raw = await response.aread()
+                    detail, retryable, wait = self.http_failure(response, raw)
+                    if retryable:
+                        raise _Retryable(detail, status=response.status_code, wait=wait)
+                    raise self.error(url, detail, key=key, status=response.status_code)
+                ctype = response.headers.get("content-type", "")
+                if request.stream and "text/event-stream" in ctype:
+                    return await self._read_stream(response, url, key, request, state, on_text)
+                raw = await response.aread()
+        except httpx.TimeoutException as exc:
+            what = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
+            limit = self.config.connect_timeout if what == "connect" else self.config.read_timeout
+            self._give_up_if_text(url, key, state, f"{what} timeout ({limit:g} s) mid-stream")
+            raise _Retryable(f"no response within the {what} timeout ({limit:g} s)") from None
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            reason = _transport_reason(exc)
+            self._give_up_if_text(url, key, state, f"connection lost mid-stream: {reason}")
+            verb = "cannot connect" if isinstance(exc, httpx.ConnectError) else "connection failed"
+            raise _Retryable(f"{verb}: {reason}") from None
+        except httpx.HTTPError as exc:  # bad URL, proxy trouble, protocol misuse: not transient
+            raise self.error(url, f"request failed: {_transport_reason(exc)}", key=key) from None
+
+        # A complete non-streamed body (also what a server that ignores stream=true sends).
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise self.error(url, f"malformed JSON in the response: {body_excerpt(raw, 120)!r}",
+                             key=key) from None
+        message = error_message_from_json(data) if isinstance(data, dict) and "error" in data else None
+        if message:
+            raise self.error(url, f"error in the response: {one_line(message)}", key=key)
+        try:
+            reply = self.parse_reply(data, request, state.started)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise self.error(url, f"unexpected response shape ({type(exc).__name__}: {exc})",
+                             key=key) from None
+        if request.stream and on_text is not None and reply.text:
+            on_text(reply.text)  # a server that ignored stream=true: deliver it in one piece
+            reply = replace(reply, first_token_ms=reply.latency_ms)
+        return reply
+
+    def _give_up_if_text(self, url: str, key: str | None, state: StreamState, detail: str) -> None:
+        if state.parts:
+            raise self.error(url, detail + self._incomplete(state), key=key, partial=state.text) from None
+
+    async def _read_stream(self, response: httpx.Response, url: str, key: str | None,
+                           request: ChatRequest, state: StreamState,
+                           on_text: OnText | None) -> ChatReply:
+        decoder = SSEDecoder()
+
+        def apply(events: list[SSEEvent]) -> None:
+            for event in events:
+                try:
+                    self.handle_event(event, state, on_text)
+                except StreamFailure as failure:
+                    if failure.retryable and not state.parts:
+                        raise _Retryable(failure.detail) from None
+                    raise self.error(url, failure.detail + self._incomplete(state), key=key,
+                                     partial=state.text) from None
+                except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                    what = "malformed JSON" if isinstance(exc, ValueError) else "unexpected event shape"
+                    raise self.error(
+                        url, f"{what} in the stream: {one_line(event.data, 120)!r}"
+                        + self._incomplete(state), key=key, partial=state.text,
+                    ) from None
+                if state.done:
+                    return
+
+        async for chunk in response.aiter_bytes():
+            apply(decoder.feed(chunk))
+            if state.done:
+                break
+        if not state.done:
+            apply(decoder.close())
+        if not state.done:
+            if not state.parts:
+                raise _Retryable(f"the stream ended before {self.stream_terminator()} and before any reply text")
+            raise self.error(
+                url, f"the stream ended before {self.stream_terminator()}" + self._incomplete(state),
+                key=key, partial=state.text,
+            )
+        return self.finish_stream(request, state)
+
+    @staticmethod
+    def _incomplete(state: StreamState) -> str:
+        if not state.parts:
+            return ""
+        return f"; the reply is incomplete ({len(state.text)} characters received)"
+
+    def finish_stream(self, request: ChatRequest, state: StreamState) -> ChatReply:
+        text = state.text
+        estimated = state.tokens_in is None or state.tokens_out is None
+        return ChatReply(
+            text=text,
+            model=state.model or request.model,
+            tokens_in=state.tokens_in if state.tokens_in is not None else estimate_request_tokens(request),
+            tokens_out=state.tokens_out if state.tokens_out is not None else estimate_tokens(text),
+            tokens_estimated=estimated,
+            latency_ms=ms_since(state.started),
+            first_token_ms=state.first_token_ms,
+            finish_reason=state.finish_reason,
+        )
+
+    # ---- providers test
+
+    async def check(self, client: httpx.AsyncClient | None) -> str:
+        """GET the models list once (no retries: a probe should answer fast)."""
+        url = self.models_url()
+        key = self.api_key()
+        headers = self.headers(key)
+        headers.pop("content-type", None)
+
+        async def once() -> str:
+            started = time.perf_counter()
+            try:
+                response = await http.get(url, headers=headers, timeout=self.timeout())
+            except httpx.TimeoutException:
+                raise _Retryable("no response within the timeout") from None
+            except httpx.TransportError as exc:
+                raise _Retryable(f"cannot connect: {_transport_reason(exc)}") from None
+            ms = ms_since(started)
+            if not response.is_success:
+                detail, _, _ = self.http_failure(response, response.content)
+                raise self.error(url, detail, key=key, status=response.status_code)
+            try:
+                data = response.json()
+                models = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
+            except (ValueError, AttributeError):
+                raise self.error(url, f"malformed JSON in the models list: "
+                                 f"{body_excerpt(response.content, 120)!r}", key=key) from None
+            line = f"ok in {ms} ms, {len(models)} model{'s' if len(models) != 1 else ''}"
+            if self.config.model:
+                listed = "listed" if self.config.model in models else "not listed"
+                line += f", {self.config.model!r} {listed}"
+            return line
+
+        async with self._client(client) as http:
+            return await self.with_retries(url, key, once, max_retries=0)
+
+
+def _user_agent() -> str:
+    from sessctl import __version__
+
+    return f"sessctl/{__version__}"
