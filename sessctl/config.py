@@ -9,6 +9,7 @@ Resolution order, most specific first:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,12 @@ _PROVIDER_KEYS = {
     "kind", "base_url", "api_key_env", "model", "connect_timeout", "read_timeout",
     "max_retries", "backoff_base", "backoff_max", "options", "headers",
     "max_context_messages", "max_context_tokens", "anthropic_version", "stream_usage",
+    "headers_env",
 }
+
+# Header names that carry credentials. Their values must not sit in config.toml (like
+# api_key): `headers_env` names the environment variable that holds each instead.
+_CREDENTIAL_HEADER = re.compile(r"(?i)auth|api[-_]?key|token|secret|passw|cookie|credential|signature")
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,10 @@ class ProviderConfig:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Kept out of repr all the same: a repr can reach a log or a traceback.
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    # Header name → environment variable holding its value (e.g. Azure's api-key).
+    headers_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     max_context_messages: int | None = None
     max_context_tokens: int | None = None
     anthropic_version: str = "2023-06-01"
@@ -120,7 +129,18 @@ def _provider(name: str, raw: Mapping[str, Any], where: str) -> ProviderConfig:
         )
     if kind != "echo" and not raw.get("base_url"):
         raise UsageError(f"{where}: [providers.{name}] needs base_url")
-    kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k not in {"options", "headers"}}
+    kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k not in {"options", "headers", "headers_env"}}
+    for table in ("options", "headers", "headers_env"):
+        if not isinstance(raw.get(table) or {}, dict):
+            raise UsageError(f"{where}: [providers.{name}] {table} must be a table")
+    headers = {str(k): str(v) for k, v in (raw.get("headers") or {}).items()}
+    for header in headers:
+        if _CREDENTIAL_HEADER.search(header):
+            raise UsageError(
+                f"{where}: [providers.{name}] headers must not hold credentials ({header!r}); put the "
+                f"value in an environment variable and name it in headers_env = {{ {header!r} = \"VAR\" }}"
+            )
+    headers_env = {str(k): str(v) for k, v in (raw.get("headers_env") or {}).items()}
     if kind == "echo":
         kwargs.setdefault("model", "echo")
     for key in ("connect_timeout", "read_timeout", "backoff_base", "backoff_max"):
@@ -135,7 +155,8 @@ def _provider(name: str, raw: Mapping[str, Any], where: str) -> ProviderConfig:
     return ProviderConfig(
         name=name,
         options=MappingProxyType(dict(raw.get("options") or {})),
-        headers=MappingProxyType({str(k): str(v) for k, v in (raw.get("headers") or {}).items()}),
+        headers=MappingProxyType(headers),
+        headers_env=MappingProxyType(headers_env),
         **kwargs,
     )
 

@@ -169,18 +169,50 @@ class HTTPProvider(Provider):
     def models_url(self) -> str:
         return self.base_url() + self.models_path
 
+    def _secret_from_env(self, var: str, what: str, fix: str) -> str:
+        value = (self.env.get(var) or "").strip()
+        if not value:
+            raise UsageError(
+                f"provider {self.name!r} needs {what} in the environment variable {var}, "
+                f"which is not set; export it, or change {fix} in the config"
+            )
+        # Refuse what is not a legal header value rather than let httpx quote it back
+        # (with the secret) in an error message.
+        if not all(" " < ch < "\x7f" for ch in value):
+            raise UsageError(
+                f"provider {self.name!r}: the environment variable {var} holds spaces, control or "
+                "non-ASCII characters, which an HTTP header cannot carry; check how it was set"
+            )
+        return value
+
     def api_key(self) -> str | None:
         """The key from the variable `api_key_env` names; None when no variable is named."""
         var = self.config.api_key_env
         if not var:
             return None
-        key = self.env.get(var)
-        if not key:
-            raise UsageError(
-                f"provider {self.name!r} needs an API key in the environment variable {var}, "
-                "which is not set; export it, or change api_key_env in the config"
-            )
-        return key
+        return self._secret_from_env(var, "an API key", "api_key_env")
+
+    def secret_headers(self) -> dict[str, str]:
+        """Headers whose values come from the environment (`headers_env`), e.g. Azure's
+        `api-key`: read at call time like the API key, and scrubbed from errors alike."""
+        return {
+            name.lower(): self._secret_from_env(var, f"the {name} header", "headers_env")
+            for name, var in self.config.headers_env.items()
+        }
+
+    def secrets(self) -> list[str]:
+        """Every secret value this provider may send, for scrubbing error text."""
+        found = []
+        for var in (self.config.api_key_env, *self.config.headers_env.values()):
+            value = (self.env.get(var) or "").strip() if var else ""
+            if value:
+                found.append(value)
+        return found
+
+    def preflight(self) -> None:
+        self.base_url()
+        self.api_key()
+        self.secret_headers()
 
     def headers(self, key: str | None, *, stream: bool = False) -> dict[str, str]:
         headers = {
@@ -190,6 +222,7 @@ class HTTPProvider(Provider):
         }
         headers.update(self.extra_headers())
         headers.update({k.lower(): v for k, v in self.config.headers.items()})
+        headers.update(self.secret_headers())
         if key is not None:
             headers.update(self.auth_headers(key))
         return headers
@@ -201,10 +234,11 @@ class HTTPProvider(Provider):
 
     def error(self, url: str, detail: str, *, key: str | None, status: int | None = None,
               partial: str = "") -> ProviderError:
-        message = one_line(f"provider {self.name!r} ({url}): {detail}", limit=500)
-        if key:
-            message = message.replace(key, "[REDACTED]")
-        return ProviderError(message, partial=partial, status=status)
+        message = f"provider {self.name!r} ({url}): {detail}"
+        # Scrub before shortening, so no prefix of a secret survives the cut.
+        for secret in sorted({*self.secrets(), *([key] if key else [])}, key=len, reverse=True):
+            message = message.replace(secret, "[REDACTED]")
+        return ProviderError(one_line(message, limit=500), partial=partial, status=status)
 
     def http_failure(self, response: httpx.Response, raw: bytes) -> tuple[str, bool, float | None]:
         """(detail, retryable, wait) for a non-2xx response."""
