@@ -9,16 +9,25 @@ an endpoint sees always alternates user/assistant.
 
 Several sessions are called concurrently on one event loop with one shared HTTP
 client; a semaphore bounds concurrency; one failure does not stop the others.
+
+Ctrl-C. While the calls run, SIGINT is handled by the event loop itself
+(loop.add_signal_handler), not by asyncio.run's default handler: that one raises
+KeyboardInterrupt at an arbitrary bytecode on a second Ctrl-C, which can land inside
+the store's transaction or the first-use key-file write. Handled in the loop, a
+signal only ever cancels the calls (at an await); saving each turn is synchronous
+code the signal cannot split. Every session still in flight (or waiting its turn)
+then gets its turn stored as above, with an `Interrupted` error (exit 130).
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sessctl.errors import NotFoundError, SessctlError, UsageError
+from sessctl.errors import Interrupted, NotFoundError, SessctlError, UsageError
 from sessctl.models import Message, NewSession, Session, check_session_id
 from sessctl.providers.base import ChatMessage, ChatReply, ChatRequest, Provider, estimate_tokens, make_provider
 from sessctl.service import App, new_session_spec
@@ -45,6 +54,10 @@ class TurnResult:
     error: SessctlError | None = None
     created: bool = False
     notice: str | None = None  # e.g. that the fallback provider was used for a new session
+    # A failed or interrupted call whose turn was still stored: the user's message as
+    # `unanswered`, and this many characters of partial reply as `incomplete`.
+    kept: bool = False
+    partial_chars: int = 0
 
 
 @dataclass
@@ -96,7 +109,7 @@ def build_context(
     return msgs[start:] + [ChatMessage("user", new_text)]
 
 
-def _plan(app: App, session_id: str, opts: SendOptions) -> _Plan:
+def _plan(app: App, session_id: str, opts: SendOptions, *, calling: bool) -> _Plan:
     check_session_id(session_id)
     store = app.store(create=True)
     session = store.find_session(session_id)
@@ -113,7 +126,12 @@ def _plan(app: App, session_id: str, opts: SendOptions) -> _Plan:
     provider_name = opts.provider or (session.provider if session else spec.provider if spec else None)
     assert provider_name is not None
     pcfg = app.config.provider(provider_name)
-    model = opts.model or (session.model if session else None) or pcfg.model
+    # The session's model belongs to the session's provider: a turn sent to another
+    # provider uses that provider's model unless --model names one.
+    own_model = session.model if session and session.provider == provider_name else None
+    if spec is not None:
+        own_model = spec.model
+    model = opts.model or own_model or pcfg.model
     if not model:
         raise UsageError(f"no model for provider {provider_name!r}: set model in its config or pass --model")
     sanitizer = app.sanitizer()
@@ -129,10 +147,16 @@ def _plan(app: App, session_id: str, opts: SendOptions) -> _Plan:
     )
     options = {**(session.options if session else {}), **opts.options}
     request = ChatRequest(model=model, messages=messages, system=system, options=options, stream=opts.stream)
-    return _Plan(session_id, session, spec, make_provider(pcfg, app.env), request, app.now(), opts.text, notice)
+    provider = make_provider(pcfg, app.env)
+    if calling:
+        # A missing API key is the user's to fix, not a failed call: refuse before
+        # anything is stored, as for an unknown provider or an archived session.
+        provider.preflight()
+    return _Plan(session_id, session, spec, provider, request, app.now(), opts.text, notice)
 
 
-def plan_all(app: App, session_ids: Sequence[str], opts: SendOptions) -> list[_Plan | TurnResult]:
+def plan_all(app: App, session_ids: Sequence[str], opts: SendOptions, *,
+             calling: bool = True) -> list[_Plan | TurnResult]:
     """A plan per session, or the TurnResult of a session that failed before any call."""
     if not opts.text.strip():
         raise UsageError("the message is empty")
@@ -141,7 +165,7 @@ def plan_all(app: App, session_ids: Sequence[str], opts: SendOptions) -> list[_P
     out: list[_Plan | TurnResult] = []
     for sid in dict.fromkeys(session_ids):
         try:
-            out.append(_plan(app, sid, opts))
+            out.append(_plan(app, sid, opts, calling=calling))
         except SessctlError as exc:
             if len(session_ids) == 1:
                 raise
@@ -150,9 +174,10 @@ def plan_all(app: App, session_ids: Sequence[str], opts: SendOptions) -> list[_P
 
 
 def dry_run(app: App, session_ids: Sequence[str], opts: SendOptions) -> list[dict[str, Any]]:
-    """The exact request bodies that would be sent; nothing is called or stored."""
+    """The exact request bodies that would be sent; nothing is called or stored, and no
+    API key is needed (so the output can be shared: it never holds one)."""
     results = []
-    for item in plan_all(app, session_ids, opts):
+    for item in plan_all(app, session_ids, opts, calling=False):
         if isinstance(item, TurnResult):
             assert item.error is not None
             raise item.error
@@ -166,14 +191,15 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
     user = NewMessage(role="user", content=plan.text, created_at=plan.started_at,
                       status="ok" if reply is not None else "unanswered")
     msgs = [user]
+    partial = "".join(plan.partial)
     if reply is not None:
         msgs.append(NewMessage(
             role="assistant", content=reply.text, provider=plan.provider.name, model=reply.model,
             tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, tokens_estimated=reply.tokens_estimated,
             latency_ms=reply.latency_ms, first_token_ms=reply.first_token_ms,
         ))
-    elif plan.partial:
-        msgs.append(NewMessage(role="assistant", content="".join(plan.partial), status="incomplete",
+    elif partial:
+        msgs.append(NewMessage(role="assistant", content=partial, status="incomplete",
                                provider=plan.provider.name, model=plan.request.model))
     if plan.session is not None and plan.session.status == "archived":
         from sessctl.models import SessionFilter
@@ -191,16 +217,35 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
         error=error,
         created=plan.create is not None,
         notice=plan.notice if plan.create is not None else None,
+        kept=reply is None,
+        partial_chars=len(partial) if reply is None else 0,
     )
 
 
+def _interrupted(plan: _Plan) -> Interrupted:
+    return Interrupted("interrupted" if plan.partial else "interrupted before any reply arrived")
+
+
 async def _run(app: App, plans: list[_Plan], concurrency: int, on_text: Callable[[str], None] | None) -> None:
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Future[None]] = []
+
+    def on_signal() -> None:
+        for task in tasks:
+            task.cancel()
+
+    # First thing, so no Ctrl-C falls between the calls starting and the handler.
+    # Where the loop cannot take signals (Windows, a non-main thread) asyncio.run's own
+    # handler stays: it cancels this task, which cancels the calls; each still stores
+    # its turn, and KeyboardInterrupt comes out of asyncio.run.
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_signal)
+        handled = True
+    except (NotImplementedError, RuntimeError, ValueError):
+        handled = False
+
     semaphore = asyncio.Semaphore(concurrency)
     client = None
-    if any(p.provider.needs_http for p in plans):
-        from sessctl.providers.base import open_client
-
-        client = open_client(concurrency)
 
     async def one(plan: _Plan) -> None:
         def collect(piece: str) -> None:
@@ -216,15 +261,31 @@ async def _run(app: App, plans: list[_Plan], concurrency: int, on_text: Callable
             return
         except asyncio.CancelledError:
             # Ctrl-C: keep the user's text and whatever arrived, marked as such.
-            plan.result = _store_turn(app, plan, None, None)
+            plan.result = _store_turn(app, plan, None, _interrupted(plan))
             raise
         plan.result = _store_turn(app, plan, reply, None)
 
     try:
-        await asyncio.gather(*(one(p) for p in plans))
+        if any(p.provider.needs_http for p in plans):
+            from sessctl.providers.base import open_client
+
+            client = open_client(concurrency)
+        tasks.extend(asyncio.ensure_future(one(p)) for p in plans)
+        # return_exceptions: a cancelled call is a stored, reported result, not a crash.
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                raise outcome
     finally:
-        if client is not None:
-            await client.aclose()
+        try:
+            if client is not None:
+                await client.aclose()
+        finally:
+            if handled:
+                loop.remove_signal_handler(signal.SIGINT)
+    for plan in plans:
+        if plan.result is None:  # cancelled before its first step: nothing was sent
+            plan.result = _store_turn(app, plan, None, _interrupted(plan))
 
 
 def send(
@@ -236,7 +297,9 @@ def send(
 ) -> list[TurnResult]:
     """Send opts.text to each session; results in the order the sessions were given.
 
-    `on_text` receives reply text as it streams (only used for a single session)."""
+    `on_text` receives reply text as it streams (only used for a single session).
+    After a Ctrl-C, the sessions whose calls were cut short carry an `Interrupted`
+    error (exit 130); those that had finished carry their replies."""
     items = plan_all(app, session_ids, opts)
     plans = [p for p in items if isinstance(p, _Plan)]
     stream_cb = on_text if (opts.stream and len(plans) == 1) else None
@@ -250,3 +313,15 @@ def send(
             assert item.result is not None
             results.append(item.result)
     return results
+
+
+def exit_code(results: Sequence[TurnResult]) -> int:
+    """The exit status of a send: 0 when every session got its reply; 130 when Ctrl-C
+    cut any call short; otherwise the code of the first failed session in the order the
+    sessions were given (so it does not depend on which call finished first)."""
+    codes = [int(r.error.exit_code) for r in results if r.error is not None]
+    if not codes:
+        return 0
+    if any(isinstance(r.error, Interrupted) for r in results):
+        return int(Interrupted.exit_code)
+    return codes[0]

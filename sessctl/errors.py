@@ -71,3 +71,9 @@ class StorageError(SessctlError):
     """Locked past the timeout, corrupt file, schema newer than this program."""
 
     exit_code = ExitStatus.STORAGE
+
+
+class Interrupted(SessctlError):
+    """Ctrl-C stopped the work; what could be kept was kept (see the message)."""
+
+    exit_code = ExitStatus.INTERRUPTED

@@ -298,7 +298,8 @@ class ExportWriter:
             self.out.write("\n]\n" if self.count else "]\n")
 
 
-def send_dict(session_id: str, reply: Message | None, redactions: dict[str, int], error: str | None = None) -> dict[str, Any]:
+def send_dict(session_id: str, reply: Message | None, redactions: dict[str, int], error: str | None = None,
+              *, exit_code: int | None = None) -> dict[str, Any]:
     d: dict[str, Any] = {
         "session": session_id,
         "reply": reply.content if reply else None,
@@ -313,4 +314,6 @@ def send_dict(session_id: str, reply: Message | None, redactions: dict[str, int]
                  tokens_estimated=reply.tokens_estimated, first_token_ms=reply.first_token_ms)
     if error is not None:
         d["error"] = error
+        if exit_code is not None:
+            d["exit_code"] = exit_code  # this session's own code; the process exits with one
     return d

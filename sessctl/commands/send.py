@@ -78,14 +78,14 @@ def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], opti
             app.stdout.write("\n")
 
     results = conversation.send(app, sessions, opts, on_text=on_text)
-    exit_code = 0
     multi = len(results) > 1
     for i, r in enumerate(results):
         if r.created:
             app.notice(f"created session {r.session_id!r}" + (f" ({r.notice})" if r.notice else ""))
         if fmt == "json":
-            app.stdout.write(render.dumps(render.send_dict(r.session_id, r.reply, r.redactions,
-                                                           str(r.error) if r.error else None)) + "\n")
+            app.stdout.write(render.dumps(render.send_dict(
+                r.session_id, r.reply, r.redactions, str(r.error) if r.error else None,
+                exit_code=int(r.error.exit_code) if r.error else None)) + "\n")
         elif r.reply is not None:
             if multi:
                 app.stdout.write(("\n" if i else "") + f"==> {r.session_id} <==\n")
@@ -97,7 +97,18 @@ def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], opti
             if not multi:
                 end_stream()
             prefix = f"session {r.session_id!r}: " if multi else ""
-            app.stderr.write(f"sessctl: error: {prefix}{r.error}\n")
-            exit_code = exit_code or int(r.error.exit_code)
+            app.stderr.write(f"sessctl: error: {prefix}{r.error}{_kept(r, multi)}\n")
+    exit_code = conversation.exit_code(results)
     app.stdout.flush()
     ctx.exit(exit_code)
+
+
+def _kept(r: Any, multi: bool) -> str:
+    """Where the user's text went when the call failed: saved, never lost."""
+    if not r.kept:
+        return ""
+    where = "" if multi else f" in session {r.session_id!r}"
+    note = f"; your message is saved{where}, marked unanswered"
+    if r.partial_chars:
+        note += f", and the partial reply ({r.partial_chars} characters) marked incomplete"
+    return note

@@ -96,6 +96,10 @@ class Provider(ABC):
     ) -> ChatReply:
         """Call the endpoint; raise ProviderError on failure (after retries)."""
 
+    def preflight(self) -> None:
+        """Raise UsageError when a call cannot even be tried (a missing API key, a bad
+        base_url): the user's to fix, so `send` refuses before storing anything."""
+
     async def check(self, client: httpx.AsyncClient | None) -> str:
         """Reachability and auth in one short line (`providers test`); raises ProviderError."""
         return "ok"
