@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "archive": "archive",
     "export": "export",
     "stats": "stats",
+    "providers": "providers",
 }
 
 

@@ -99,6 +99,11 @@ def _table(rows: list[list[Any]], headers: list[str]) -> str:
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True, missingval="-")
 
 
+def write_table(out: TextIO, rows: list[list[Any]], headers: list[str]) -> None:
+    """A plain table (the same style as `list`) for commands with their own rows."""
+    out.write(_table(rows, headers) + "\n")
+
+
 def _short(text: str | None, width: int = 40) -> str | None:
     if text is None:
         return None

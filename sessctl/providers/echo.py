@@ -63,3 +63,6 @@ class EchoProvider(Provider):
             first_token_ms=first_ms,
             finish_reason="stop",
         )
+
+    async def check(self, client: httpx.AsyncClient | None) -> str:
+        return "ok (built in, no network)"
