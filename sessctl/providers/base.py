@@ -15,6 +15,7 @@ This module must stay cheap to import: no httpx at module level.
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from sessctl.config import ProviderConfig
 
 if TYPE_CHECKING:  # pragma: no cover
+    import ssl
+
     import httpx
 
 OnText = Callable[[str], None]
@@ -122,10 +125,20 @@ def make_provider(config: ProviderConfig, env: Mapping[str, str]) -> Provider:
     raise ValueError(f"unknown provider kind {config.kind!r}")  # config.py validates kinds
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default verifying context (certifi, or SSL_CERT_FILE/SSL_CERT_DIR), built
+    once per process: loading the CA bundle costs ~50 ms, which an embedding program or
+    the test suite would otherwise pay on every send."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
 def open_client(max_connections: int) -> httpx.AsyncClient:
     """One shared AsyncClient for a `send`; per-call timeouts come from each provider.
     Proxy variables (HTTPS_PROXY, NO_PROXY) are honoured, as users of HTTP tools expect."""
     import httpx
 
     limits = httpx.Limits(max_connections=max(1, max_connections), max_keepalive_connections=max(1, max_connections))
-    return httpx.AsyncClient(limits=limits, follow_redirects=False)
+    return httpx.AsyncClient(limits=limits, follow_redirects=False, verify=_tls_context())
