@@ -110,5 +110,5 @@ def _kept(r: Any, multi: bool) -> str:
     where = "" if multi else f" in session {r.session_id!r}"
     note = f"; your message is saved{where}, marked unanswered"
     if r.partial_chars:
-        note += f", and the partial reply ({r.partial_chars} characters) marked incomplete"
+        note += ", and the partial reply, marked incomplete"
     return note
