@@ -29,9 +29,21 @@ from typing import Any
 
 from sessctl.errors import Interrupted, NotFoundError, SessctlError, UsageError
 from sessctl.models import Message, NewSession, Session, check_session_id
-from sessctl.providers.base import ChatMessage, ChatReply, ChatRequest, Provider, estimate_tokens, make_provider
+from sessctl.providers.base import (
+    ChatMessage,
+    ChatReply,
+    ChatRequest,
+    Provider,
+    estimate_tokens,
+    make_provider,
+    scrub,
+)
 from sessctl.service import App, new_session_spec
 from sessctl.store import NewMessage
+
+
+# The redaction rule under which a provider's own secret, found in a message, is counted.
+SECRET_RULE = "provider_secret"
 
 
 @dataclass
@@ -188,19 +200,27 @@ def dry_run(app: App, session_ids: Sequence[str], opts: SendOptions) -> list[dic
 
 def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlError | None) -> TurnResult:
     store = app.store(create=True)
-    user = NewMessage(role="user", content=plan.text, created_at=plan.started_at,
-                      status="ok" if reply is not None else "unanswered")
-    msgs = [user]
+    secrets = plan.provider.secrets()
+
+    def message(content: str, **fields: Any) -> NewMessage:
+        # The provider's own secrets, matched exactly: a key pasted into a message or
+        # echoed in a reply is never stored, whatever its format (the sanitizer's
+        # rules know the common ones; an Azure or proxy key can look like anything).
+        content, n = scrub(content, secrets, f"[REDACTED:{SECRET_RULE}]")
+        return NewMessage(content=content, redactions={SECRET_RULE: n} if n else {}, **fields)
+
+    msgs = [message(plan.text, role="user", created_at=plan.started_at,
+                    status="ok" if reply is not None else "unanswered")]
     partial = "".join(plan.partial)
     if reply is not None:
-        msgs.append(NewMessage(
-            role="assistant", content=reply.text, provider=plan.provider.name, model=reply.model,
+        msgs.append(message(
+            reply.text, role="assistant", provider=plan.provider.name, model=reply.model,
             tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, tokens_estimated=reply.tokens_estimated,
             latency_ms=reply.latency_ms, first_token_ms=reply.first_token_ms,
         ))
     elif partial:
-        msgs.append(NewMessage(role="assistant", content=partial, status="incomplete",
-                               provider=plan.provider.name, model=plan.request.model))
+        msgs.append(message(partial, role="assistant", status="incomplete",
+                            provider=plan.provider.name, model=plan.request.model))
     if plan.session is not None and plan.session.status == "archived":
         from sessctl.models import SessionFilter
 

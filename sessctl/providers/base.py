@@ -31,6 +31,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
 OnText = Callable[[str], None]
 
+MIN_SECRET_LEN = 12
+
+
+def scrub(text: str, secrets: Sequence[str], placeholder: str) -> tuple[str, int]:
+    """`text` with every occurrence of each secret replaced; and how many were replaced.
+    Longest first, so a secret that contains another is replaced whole."""
+    n = 0
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret and secret in text:
+            n += text.count(secret)
+            text = text.replace(secret, placeholder)
+    return text, n
+
 
 @dataclass(frozen=True)
 class ChatMessage:
@@ -98,6 +111,13 @@ class Provider(ABC):
         on_text: OnText | None = None,
     ) -> ChatReply:
         """Call the endpoint; raise ProviderError on failure (after retries)."""
+
+    def secrets(self) -> list[str]:
+        """Secret values this provider sends (its API key, secret headers), so callers
+        can keep them out of anything shown or stored. Values shorter than
+        MIN_SECRET_LEN are left out: those are placeholders such as "ollama" or "EMPTY"
+        that local servers accept, and scrubbing them would mangle ordinary words."""
+        return []
 
     def preflight(self) -> None:
         """Raise UsageError when a call cannot even be tried (a missing API key, a bad

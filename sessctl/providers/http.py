@@ -22,12 +22,14 @@ import httpx
 
 from sessctl.errors import ProviderError, UsageError
 from sessctl.providers.base import (
+    MIN_SECRET_LEN,
     ChatReply,
     ChatRequest,
     OnText,
     Provider,
     estimate_request_tokens,
     estimate_tokens,
+    scrub,
 )
 from sessctl.providers.policy import (
     RETRY_STATUSES,
@@ -201,11 +203,10 @@ class HTTPProvider(Provider):
         }
 
     def secrets(self) -> list[str]:
-        """Every secret value this provider may send, for scrubbing error text."""
         found = []
         for var in (self.config.api_key_env, *self.config.headers_env.values()):
             value = (self.env.get(var) or "").strip() if var else ""
-            if value:
+            if len(value) >= MIN_SECRET_LEN:
                 found.append(value)
         return found
 
@@ -234,10 +235,9 @@ class HTTPProvider(Provider):
 
     def error(self, url: str, detail: str, *, key: str | None, status: int | None = None,
               partial: str = "") -> ProviderError:
-        message = f"provider {self.name!r} ({url}): {detail}"
         # Scrub before shortening, so no prefix of a secret survives the cut.
-        for secret in sorted({*self.secrets(), *([key] if key else [])}, key=len, reverse=True):
-            message = message.replace(secret, "[REDACTED]")
+        secrets = self.secrets() + ([key] if key and len(key) >= MIN_SECRET_LEN else [])
+        message, _ = scrub(f"provider {self.name!r} ({url}): {detail}", secrets, "[REDACTED]")
         return ProviderError(one_line(message, limit=500), partial=partial, status=status)
 
     def http_failure(self, response: httpx.Response, raw: bytes) -> tuple[str, bool, float | None]:

@@ -23,7 +23,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,6 +75,7 @@ class NewMessage:
     latency_ms: int | None = None
     first_token_ms: int | None = None
     created_at: int | None = None
+    redactions: dict[str, int] = field(default_factory=dict)
 
 
 class Store:
@@ -471,6 +472,7 @@ class Store:
             for i, m in enumerate(messages):
                 seq = count + i + 1
                 blob, red = self._put_text(m.content, "messages", "content", session_id, pk, seq)
+                red = _merge_counts(red, m.redactions)
                 cur = conn.execute(
                     "INSERT INTO messages (session_pk, seq, role, status, created_at, provider, model, tokens_in, "
                     "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count) "
