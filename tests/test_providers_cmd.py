@@ -106,3 +106,18 @@ def test_unknown_name_is_a_usage_error(run: Run, paths: Paths, fake_llm: FakeLLM
     r = run("providers", "test", "claude", "nope")
     assert r.exit_code == 2 and "unknown provider 'nope'" in r.stderr
     assert fake_llm.requests == []
+
+
+def test_the_readme_config_example_is_valid(ok: Run, paths: Paths) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [example] = [b for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.S) if "headers_env" in b]
+    paths.write_config(example)
+    data = {p["name"]: p for p in ok("providers", "list", "--json").json()}
+    assert data["openai"]["default"] is True
+    assert (data["claude"]["read_timeout"], data["claude"]["max_retries"]) == (120.0, 3)
+    assert data["claude"]["options"] == {"temperature": 0.3, "max_tokens": 2048}
+    assert data["azure"]["headers_env"] == {"api-key": "AZURE_OPENAI_KEY"}
+    assert data["azure"]["header_names"] == ["x-team"]
+    assert data["local"]["api_key_env"] is None
