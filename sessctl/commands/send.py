@@ -37,6 +37,11 @@ def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], opti
     (with a notice) unless --no-create. With --format json it prints one JSON object
     per session, one per line.
 
+    If the call fails (exit 5, after retries) or is interrupted (Ctrl-C, exit 130), the
+    message is kept, marked unanswered, with any partial reply marked incomplete; they
+    are never sent as context again. With several sessions, the exit code is that of
+    the first one that failed, in the order given.
+
     \b
     Examples:
       sessctl send --session user-123 "hi"
