@@ -16,7 +16,9 @@ KeyboardInterrupt at an arbitrary bytecode on a second Ctrl-C, which can land in
 the store's transaction or the first-use key-file write. Handled in the loop, a
 signal only ever cancels the calls (at an await); saving each turn is synchronous
 code the signal cannot split. Every session still in flight (or waiting its turn)
-then gets its turn stored as above, with an `Interrupted` error (exit 130).
+then gets its turn stored as above, with an `Interrupted` error (exit 130). SIGTERM
+(`timeout 60 sessctl send ...` in cron, a service manager stopping a job) is handled
+the same way and exits 143, where by default it would lose the user's message.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sessctl.errors import Interrupted, NotFoundError, SessctlError, UsageError
+from sessctl.errors import Interrupted, NotFoundError, SessctlError, Terminated, UsageError
 from sessctl.models import Message, NewSession, Session, check_session_id
 from sessctl.providers.base import (
     ChatMessage,
@@ -242,15 +244,19 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
     )
 
 
-def _interrupted(plan: _Plan) -> Interrupted:
+def _interrupted(plan: _Plan, signum: int = signal.SIGINT) -> Interrupted:
+    if signum == signal.SIGTERM:
+        return Terminated("terminated (SIGTERM)" + ("" if plan.partial else " before any reply arrived"))
     return Interrupted("interrupted" if plan.partial else "interrupted before any reply arrived")
 
 
 async def _run(app: App, plans: list[_Plan], concurrency: int, on_text: Callable[[str], None] | None) -> None:
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Future[None]] = []
+    stopped_by: list[int] = []  # the first signal received, if any
 
-    def on_signal() -> None:
+    def on_signal(signum: int) -> None:
+        stopped_by.append(signum)
         for task in tasks:
             task.cancel()
 
@@ -258,11 +264,13 @@ async def _run(app: App, plans: list[_Plan], concurrency: int, on_text: Callable
     # Where the loop cannot take signals (Windows, a non-main thread) asyncio.run's own
     # handler stays: it cancels this task, which cancels the calls; each still stores
     # its turn, and KeyboardInterrupt comes out of asyncio.run.
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_signal)
-        handled = True
-    except (NotImplementedError, RuntimeError, ValueError):
-        handled = False
+    handled: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            handled.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
 
     semaphore = asyncio.Semaphore(concurrency)
     client = None
@@ -281,7 +289,7 @@ async def _run(app: App, plans: list[_Plan], concurrency: int, on_text: Callable
             return
         except asyncio.CancelledError:
             # Ctrl-C: keep the user's text and whatever arrived, marked as such.
-            plan.result = _store_turn(app, plan, None, _interrupted(plan))
+            plan.result = _store_turn(app, plan, None, _interrupted(plan, *stopped_by[:1]))
             raise
         plan.result = _store_turn(app, plan, reply, None)
 
@@ -301,11 +309,11 @@ async def _run(app: App, plans: list[_Plan], concurrency: int, on_text: Callable
             if client is not None:
                 await client.aclose()
         finally:
-            if handled:
-                loop.remove_signal_handler(signal.SIGINT)
+            for signum in handled:
+                loop.remove_signal_handler(signum)
     for plan in plans:
         if plan.result is None:  # cancelled before its first step: nothing was sent
-            plan.result = _store_turn(app, plan, None, _interrupted(plan))
+            plan.result = _store_turn(app, plan, None, _interrupted(plan, *stopped_by[:1]))
 
 
 def send(
@@ -337,11 +345,9 @@ def send(
 
 def exit_code(results: Sequence[TurnResult]) -> int:
     """The exit status of a send: 0 when every session got its reply; 130 when Ctrl-C
-    cut any call short; otherwise the code of the first failed session in the order the
-    sessions were given (so it does not depend on which call finished first)."""
+    (143 when SIGTERM) cut any call short; otherwise the code of the first failed
+    session in the order the sessions were given (so it does not depend on which call
+    finished first)."""
     codes = [int(r.error.exit_code) for r in results if r.error is not None]
-    if not codes:
-        return 0
-    if any(isinstance(r.error, Interrupted) for r in results):
-        return int(Interrupted.exit_code)
-    return codes[0]
+    stopped = [int(r.error.exit_code) for r in results if isinstance(r.error, Interrupted)]
+    return (stopped or codes or [0])[0]

@@ -19,6 +19,7 @@ class ExitStatus(enum.IntEnum):
     KEY = 6
     STORAGE = 7
     INTERRUPTED = 130
+    TERMINATED = 143  # 128 + SIGTERM, as the shell reports a process it killed
 
 
 class SessctlError(Exception):
@@ -77,3 +78,9 @@ class Interrupted(SessctlError):
     """Ctrl-C stopped the work; what could be kept was kept (see the message)."""
 
     exit_code = ExitStatus.INTERRUPTED
+
+
+class Terminated(Interrupted):
+    """SIGTERM (`timeout`, a service manager) stopped the work, kept as for Ctrl-C."""
+
+    exit_code = ExitStatus.TERMINATED

@@ -145,3 +145,20 @@ def test_ctrl_c_after_some_sessions_answered_prints_their_replies(ok: Run, paths
                   "your message is saved, marked unanswered\n"
     assert [m["status"] for m in ok("show", "fast", "--json").json()["messages"]] == ["ok", "ok"]
     assert [m["status"] for m in ok("show", "slow", "--json").json()["messages"]] == ["unanswered"]
+
+
+def test_sigterm_keeps_the_message_and_exits_143(ok: Run, paths: Paths, fake_llm: FakeLLMServer) -> None:
+    """`timeout 60 sessctl send ...` sends SIGTERM: by default that would lose the
+    message; it is kept as for Ctrl-C."""
+    configure(paths, fake_llm, "anthropic")
+    fake_llm.enqueue(TextReply(delay=5))
+    proc = _start("send", "-s", "t", "slow question")
+    _wait_for_request(fake_llm)
+    proc.send_signal(signal.SIGTERM)
+    code, out, err = _finish(proc)
+    assert (code, out) == (143, "")
+    assert err.splitlines()[-1] == ("sessctl: error: terminated (SIGTERM) before any reply arrived; "
+                                    "your message is saved in session 't', marked unanswered")
+    _integrity(paths)
+    msgs = ok("show", "t", "--json").json()["messages"]
+    assert [(m["content"], m["status"]) for m in msgs] == [("slow question", "unanswered")]
