@@ -33,7 +33,8 @@ with none queued it gets the default reply. Replies:
 - TextReply(text=None, ...)  a successful chat reply, rendered for whichever API was
   called, streamed or not as the request asked. text=None echoes the last user message
   as "echo: <message>", so concurrent callers can tell their replies apart. Fields script
-  the stream: pieces, piece_delay, usage (False: omit usage like many local servers),
+  the stream: pieces, piece_delay, hold (a threading.Event: after the first piece, wait
+  until the test sets it; observe output mid-stream without timing), usage (False: omit usage like many local servers),
   tokens_in/out, model, finish_reason, cut_after (close the connection abruptly after N
   text pieces), error_after (an in-stream error event after N pieces), omit_terminator
   (end cleanly without [DONE] / message_stop), multiline, comments, crlf, fragment.
@@ -98,6 +99,7 @@ class TextReply:
     finish_reason: str | None = None  # None: "stop" (OpenAI) / "end_turn" (Anthropic)
     delay: float = 0.0  # before the status line
     piece_delay: float = 0.0  # between streamed pieces
+    hold: threading.Event | None = None  # stream only: after the first piece, wait for it
     cut_after: int | None = None  # stream only: drop the connection after N pieces
     error_after: int | None = None  # stream only: an error event after N pieces
     error_message: str = "Overloaded"
@@ -463,6 +465,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Abort
             name, data = item
             if kind == "piece":
+                if not first_piece and reply.hold is not None:
+                    self.server.fake._hold(reply.hold)
                 if not first_piece and reply.piece_delay:
                     self.server.fake._sleep(reply.piece_delay)
                 first_piece = False
@@ -661,6 +665,11 @@ class FakeLLMServer:
     def _sleep(self, seconds: float) -> None:
         if seconds > 0 and self._stop.wait(seconds):
             raise _Abort
+
+    def _hold(self, event: threading.Event) -> None:
+        while not event.wait(0.01):
+            if self._stop.is_set():
+                raise _Abort
 
     def _track(self, conn: Any, opened: bool) -> None:
         with self._lock:
