@@ -32,6 +32,7 @@ class App:
     debug: bool = False
     stdin_isatty: bool = False
     stdout_isatty: bool = False
+    stderr_isatty: bool = False  # progress bars only when a person watches stderr
     _store: Any = field(default=None, repr=False)
     _sanitizer: Any = field(default=None, repr=False)
 
