@@ -316,6 +316,30 @@ async def _run(app: App, plans: list[_Plan], concurrency: int, on_text: Callable
             plan.result = _store_turn(app, plan, None, _interrupted(plan, *stopped_by[:1]))
 
 
+def _mark_active(app: App, items: list[_Plan | TurnResult], opts: SendOptions) -> list[_Plan | TurnResult]:
+    """Mark the existing sessions active before any provider call (one transaction).
+    `cleanup` re-checks idleness under its write lock, so from here on it leaves these
+    sessions alone while the call runs. One deleted since planning is planned again,
+    which creates it anew as send does for any missing session (or fails: --no-create)."""
+    from sessctl.store import bulk
+
+    existing = [p.session_id for p in items if isinstance(p, _Plan) and p.session is not None]
+    if not existing:
+        return items
+    gone = set(bulk.touch(app.store(create=True), existing, app.now()))
+    out: list[_Plan | TurnResult] = []
+    for item in items:
+        if isinstance(item, _Plan) and item.session_id in gone:
+            try:
+                item = _plan(app, item.session_id, opts)
+            except SessctlError as exc:
+                if len(items) == 1:
+                    raise
+                item = TurnResult(item.session_id, error=exc)
+        out.append(item)
+    return out
+
+
 def send(
     app: App,
     session_ids: Sequence[str],
@@ -328,7 +352,7 @@ def send(
     `on_text` receives reply text as it streams (only used for a single session).
     After a Ctrl-C, the sessions whose calls were cut short carry an `Interrupted`
     error (exit 130); those that had finished carry their replies."""
-    items = plan_all(app, session_ids, opts)
+    items = _mark_active(app, plan_all(app, session_ids, opts), opts)
     plans = [p for p in items if isinstance(p, _Plan)]
     stream_cb = on_text if (opts.stream and len(plans) == 1) else None
     if plans:

@@ -437,7 +437,9 @@ class Store:
                                       set_title=set_title, set_system=False, set_meta=change_meta)
             if set_user:
                 conn.execute("UPDATE sessions SET user = ? WHERE pk = ?", (user, current.pk))
-            conn.execute("UPDATE sessions SET updated_at = ? WHERE pk = ?", (now, current.pk))
+            # updated_at is last *conversation* activity (list order, --older-than,
+            # retention): editing labels is not activity, or a script that tags old
+            # sessions would postpone their retention. `now` stays for callers.
 
         self.write(tx)
         return self.get_session(session_id)
