@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "delete": "delete",
     "cleanup": "cleanup",
     "export": "export",
+    "import": "import_",
     "stats": "stats",
     "providers": "providers",
 }

@@ -1,0 +1,440 @@
+"""`import`: sessions from `export` output (a JSON array or JSONL) back into the store.
+
+The input is streamed one session at a time (JSONL line by line, a JSON array element
+by element), validated, and written inside ONE transaction: any invalid element, or a
+conflict under `--on-conflict fail`, rolls everything back, so an import is all or
+nothing. Text goes through the store's single sanitize+encrypt path; sanitizing is
+idempotent, so an export imported into an empty database exports byte for byte the same.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from sessctl import timeutil
+from sessctl.errors import AlreadyExistsError, StorageError, UsageError
+from sessctl.models import SESSION_ID, STATUSES, Message, Session
+from sessctl.service import App, new_session_spec
+
+ON_CONFLICT = ("fail", "skip", "replace")
+CHUNK = 1 << 16
+
+SESSION_FIELDS = {
+    "id", "user", "title", "provider", "model", "status", "created_at", "updated_at", "archived_at",
+    "expires_at", "system", "metadata", "options", "context", "stats", "messages",
+}
+USER_MESSAGE_FIELDS = {"seq", "role", "content", "created_at", "redactions", "status"}
+REPLY_MESSAGE_FIELDS = USER_MESSAGE_FIELDS | {
+    "model", "tokens_in", "tokens_out", "latency_ms", "provider", "tokens_estimated", "first_token_ms",
+}
+MESSAGE_STATUSES = ("ok", "incomplete", "unanswered")
+
+
+class Invalid(UsageError):
+    """Bad input: says where (line or element) and what."""
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+class Reader:
+    """Yields (where, element) from a byte stream holding a JSON array or JSONL,
+    keeping only the current element in memory. `bytes_read` feeds the progress bar."""
+
+    def __init__(self, stream: IO[bytes], source: str) -> None:
+        self.stream, self.source, self.bytes_read = stream, source, 0
+
+    def _read(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        self.bytes_read += len(data)
+        return data
+
+    def _readline(self) -> bytes:
+        data = self.stream.readline()
+        self.bytes_read += len(data)
+        return data
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        # Decide the format from the first non-blank byte of a chunk, not of a line:
+        # a compact array (`jq -c`) is one line, and reading it as one would hold the
+        # whole input in memory.
+        head = self._read(CHUNK)
+        if head.startswith(codecs.BOM_UTF8):
+            head = head[len(codecs.BOM_UTF8):]
+        while head and not head.strip():
+            more = self._read(CHUNK)
+            if not more:
+                return
+            head += more
+        if not head:
+            return
+        start = len(head) - len(head.lstrip())
+        lineno = 1 + head.count(b"\n", 0, start)
+        head = head[start:]
+        if head.startswith(b"["):
+            yield from self._array(head, lineno)
+        else:
+            yield from self._jsonl(head, lineno)
+
+    def _lines(self, head: bytes) -> Iterator[bytes]:
+        """Lines of the input, the first ones from the chunk already read."""
+        buf = head
+        while True:
+            i = buf.find(b"\n")
+            if i >= 0:
+                yield buf[: i + 1]
+                buf = buf[i + 1:]
+                continue
+            more = self._readline()  # completes the partial line at the end of buf
+            if not more:
+                if buf:
+                    yield buf
+                return
+            buf += more
+
+    def _decode(self, raw: bytes, where: str) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Invalid(f"{where}: not valid UTF-8; nothing was imported") from None
+
+    def _jsonl(self, head: bytes, lineno: int) -> Iterator[tuple[str, Any]]:
+        for raw in self._lines(head):
+            where = f"{self.source} line {lineno}"
+            lineno += 1
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(self._decode(raw, where))
+            except json.JSONDecodeError as exc:
+                raise Invalid(f"{where}: invalid JSON: {exc.msg} (column {exc.colno}); nothing was imported") from None
+            yield where, obj
+
+    def _array(self, first: bytes, lineno: int) -> Iterator[tuple[str, Any]]:
+        decoder = json.JSONDecoder()
+        utf8 = codecs.getincrementaldecoder("utf-8")()
+        line_base = lineno  # line number of buf[0]
+        eof = False
+
+        def more(buf: str) -> str:
+            nonlocal eof
+            data = self._read(max(CHUNK, len(buf)))  # doubling: a long element costs linear time
+            if not data:
+                eof = True
+            try:
+                return buf + utf8.decode(data, final=eof)
+            except UnicodeDecodeError:
+                raise Invalid(f"{self.source} near line {line_base}: not valid UTF-8; nothing was imported") from None
+
+        try:
+            buf = utf8.decode(first)
+        except UnicodeDecodeError:
+            raise Invalid(f"{self.source} near line {lineno}: not valid UTF-8; nothing was imported") from None
+        pos = 1  # just after the "["
+        index = 0
+
+        def skip_ws() -> None:
+            nonlocal buf, pos
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n":
+                    pos += 1
+                if pos < len(buf) or eof:
+                    return
+                buf = more(buf)
+
+        def where() -> str:
+            return f"{self.source} element [{index}] (line {line_base + buf.count(chr(10), 0, pos)})"
+
+        while True:
+            skip_ws()
+            if pos >= len(buf):
+                raise Invalid(f"{self.source}: the JSON array is not closed (truncated input?); nothing was imported")
+            if buf[pos] == "]":
+                pos += 1
+                while True:
+                    skip_ws()
+                    if pos >= len(buf):
+                        return
+                    raise Invalid(f"{self.source} line {line_base + buf.count(chr(10), 0, pos)}: "
+                                  "unexpected data after the JSON array; nothing was imported")
+            if index:
+                if buf[pos] != ",":
+                    raise Invalid(f"{where()}: expected ',' or ']' between elements; nothing was imported")
+                pos += 1
+                skip_ws()
+                if pos >= len(buf):
+                    raise Invalid(f"{self.source}: the JSON array is not closed (truncated input?); nothing was imported")
+            while True:
+                try:
+                    obj, end = decoder.raw_decode(buf, pos)
+                    break
+                except json.JSONDecodeError as exc:
+                    if eof:
+                        line = line_base + buf.count("\n", 0, exc.pos)
+                        raise Invalid(f"{where()}: invalid JSON at line {line}: {exc.msg}; nothing was imported") from None
+                    buf = more(buf)
+            here = where()
+            # Drop what was consumed so memory holds one element at a time.
+            line_base += buf.count("\n", 0, end)
+            buf, pos = buf[end:], 0
+            yield here, obj
+            index += 1
+
+
+# --- validating -----------------------------------------------------------------------
+
+
+class _Check:
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, path: str, problem: str) -> Invalid:
+        return Invalid(f"{self.where}: {path}: {problem}; nothing was imported")
+
+    def string(self, obj: dict[str, Any], key: str, path: str, *, nullable: bool = True) -> str | None:
+        value = obj.get(key)
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(path, f"expected a string{' or null' if nullable else ''}, got {_kind(value)}")
+        return value
+
+    def count(self, obj: dict[str, Any], key: str, path: str, *, nullable: bool = True, minimum: int = 0) -> int | None:
+        value = obj.get(key)
+        if value is None and nullable:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(path, f"expected a whole number >= {minimum}{' or null' if nullable else ''}, got {_kind(value)}")
+        return value
+
+    def time(self, obj: dict[str, Any], key: str, path: str, *, nullable: bool = True) -> int | None:
+        value = self.string(obj, key, path, nullable=nullable)
+        if value is None:
+            return None
+        try:
+            return timeutil.parse_iso(value)
+        except UsageError:
+            raise self.fail(path, f"expected an ISO-8601 time such as 2026-11-21T10:00:00Z, got {value!r}") from None
+
+    def choice(self, obj: dict[str, Any], key: str, path: str, choices: tuple[str, ...], default: str) -> str:
+        if key not in obj and default not in choices:
+            raise self.fail(path, f"missing (one of {', '.join(choices)})")
+        value = obj.get(key, default)
+        if value not in choices:
+            raise self.fail(path, f"expected one of {', '.join(choices)}, got {_kind(value)}")
+        return str(value)
+
+    def obj(self, value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected an object, got {_kind(value)}")
+        return value
+
+    def fields(self, obj: dict[str, Any], allowed: set[str], path: str) -> None:
+        extra = sorted(set(obj) - allowed)
+        if extra:
+            raise self.fail(f"{path}{extra[0]}", "unknown field (is this sessctl export output?)")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else "a string"
+    return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
+
+
+def parse_session(app: App, element: Any, where: str) -> tuple[Session, list[Message]]:
+    """One session object of `export` output → (Session, messages), or Invalid.
+
+    Fields `export` writes are all accepted; only `id` is required. Absent fields get
+    what `create` would give (the default provider, now, active); fields present are
+    taken literally, so an export round-trips exactly."""
+    c = _Check(where)
+    if not isinstance(element, dict):
+        raise c.fail("element", f"expected a session object, got {_kind(element)}")
+    sid = c.string(element, "id", "id", nullable=False)
+    assert sid is not None
+    if not SESSION_ID.fullmatch(sid):
+        raise c.fail("id", f"{sid!r} is not a valid session id (1-128 letters, digits or . _ : @ + -)")
+    c = _Check(f"{where} (session {sid!r})")
+    c.fields(element, SESSION_FIELDS, "")
+
+    provider = c.string(element, "provider", "provider")
+    model = c.string(element, "model", "model")
+    if provider is None:
+        spec, _ = new_session_spec(app, sid, model=model)
+        provider = spec.provider
+        if "model" not in element:
+            model = spec.model
+
+    metadata = c.obj(element.get("metadata", {}), "metadata")
+    for key, value in metadata.items():
+        if not isinstance(value, str) or not key.strip():
+            raise c.fail(f"metadata.{key}", f"expected a string value, got {_kind(value)}")
+    options = c.obj(element.get("options", {}), "options")
+    context = c.obj(element.get("context", {}), "context")
+    c.fields(context, {"max_messages", "max_tokens"}, "context.")
+
+    raw_messages = element.get("messages", [])
+    if not isinstance(raw_messages, list):
+        raise c.fail("messages", f"expected an array, got {_kind(raw_messages)}")
+    created_at = c.time(element, "created_at", "created_at")
+    if created_at is None:
+        first = raw_messages[0] if raw_messages and isinstance(raw_messages[0], dict) else {}
+        created_at = c.time(first, "created_at", "messages[0].created_at")
+        if created_at is None:
+            created_at = app.now()
+    messages = [_message(c, m, i, created_at) for i, m in enumerate(raw_messages)]
+    updated_at = c.time(element, "updated_at", "updated_at")
+    if updated_at is None:
+        updated_at = max([created_at] + [m.created_at for m in messages])
+
+    tokens_in = sum(m.tokens_in or 0 for m in messages)
+    tokens_out = sum(m.tokens_out or 0 for m in messages)
+    message_redactions = sum(sum(m.redactions.values()) for m in messages)
+    redactions = message_redactions
+    if "stats" in element:
+        stats = c.obj(element["stats"], "stats")
+        c.fields(stats, {"messages", "tokens_in", "tokens_out", "redactions"}, "stats.")
+        expect = {"messages": len(messages), "tokens_in": tokens_in, "tokens_out": tokens_out}
+        for key, want in expect.items():
+            got = c.count(stats, key, f"stats.{key}")
+            if got is not None and got != want:
+                hint = " (import takes `export` output, not `list`)" if key == "messages" and "messages" not in element else ""
+                raise c.fail(f"stats.{key}", f"is {got} but the messages add up to {want}{hint}")
+        # Title, system prompt and metadata redactions count in the session total only.
+        given = c.count(stats, "redactions", "stats.redactions")
+        if given is not None:
+            if given < message_redactions:
+                raise c.fail("stats.redactions", f"is {given}, less than the messages' {message_redactions}")
+            redactions = given
+
+    session = Session(
+        pk=0, id=sid, user=c.string(element, "user", "user"), provider=provider, model=model,
+        status=c.choice(element, "status", "status", STATUSES, "active"),
+        created_at=created_at, updated_at=updated_at,
+        archived_at=c.time(element, "archived_at", "archived_at"),
+        expires_at=c.time(element, "expires_at", "expires_at"),
+        title=c.string(element, "title", "title"), system=c.string(element, "system", "system"),
+        metadata=dict(metadata), options=dict(options),
+        max_context_messages=c.count(context, "max_messages", "context.max_messages", minimum=1),
+        max_context_tokens=c.count(context, "max_tokens", "context.max_tokens", minimum=1),
+        message_count=len(messages), tokens_in=tokens_in, tokens_out=tokens_out, redactions=redactions,
+    )
+    return session, messages
+
+
+def _message(c: _Check, raw: Any, i: int, default_time: int) -> Message:
+    path = f"messages[{i}]"
+    m = c.obj(raw, path)
+    role = c.choice(m, "role", f"{path}.role", ("user", "assistant"), "")
+    c.fields(m, REPLY_MESSAGE_FIELDS if role == "assistant" else USER_MESSAGE_FIELDS, f"{path}.")
+    seq = c.count(m, "seq", f"{path}.seq", nullable=False, minimum=1)
+    if seq != i + 1:
+        raise c.fail(f"{path}.seq", f"is {seq}, expected {i + 1} (messages must be complete and in order)")
+    content = c.string(m, "content", f"{path}.content", nullable=False)
+    red = c.obj(m.get("redactions", {}), f"{path}.redactions")
+    for rule, n in red.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise c.fail(f"{path}.redactions.{rule}", f"expected a whole number >= 0, got {_kind(n)}")
+    estimated = m.get("tokens_estimated", False)
+    if not isinstance(estimated, bool):
+        raise c.fail(f"{path}.tokens_estimated", f"expected true or false, got {_kind(estimated)}")
+    created_at = c.time(m, "created_at", f"{path}.created_at")
+    return Message(
+        seq=i + 1, role=role, content=content or "",
+        created_at=default_time if created_at is None else created_at,
+        status=c.choice(m, "status", f"{path}.status", MESSAGE_STATUSES, "ok"),
+        provider=c.string(m, "provider", f"{path}.provider"), model=c.string(m, "model", f"{path}.model"),
+        tokens_in=c.count(m, "tokens_in", f"{path}.tokens_in"),
+        tokens_out=c.count(m, "tokens_out", f"{path}.tokens_out"),
+        tokens_estimated=estimated,
+        latency_ms=c.count(m, "latency_ms", f"{path}.latency_ms"),
+        first_token_ms=c.count(m, "first_token_ms", f"{path}.first_token_ms"),
+        redactions=dict(red),
+    )
+
+
+# --- importing ------------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    imported: list[str] = field(default_factory=list)  # new or replaced, in input order
+    replaced: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    messages: int = 0
+    dry_run: bool = False
+
+
+class _DryRun(Exception):
+    """Raised at the end of a dry run so the transaction rolls back."""
+
+
+def import_sessions(app: App, stream: IO[bytes], source: str, *, on_conflict: str = "fail",
+                    dry_run: bool = False, size: int | None = None) -> ImportResult:
+    """Import every session in the stream in one transaction, or none of them.
+    `size` (bytes, when known) sizes the progress bar."""
+    from sessctl.ops import PROGRESS_MIN_BYTES, progress
+    from sessctl.store import bulk
+
+    if on_conflict not in ON_CONFLICT:
+        raise UsageError(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
+    reader = Reader(stream, source)
+    result = ImportResult(dry_run=dry_run)
+    store = app.store(create=not dry_run)
+    if store is not None:
+        store.cipher(create=not dry_run)  # outside the transaction: it may write the key table
+    started = False
+
+    def load(conn: Any) -> None:
+        nonlocal started
+        if started:
+            # The input is a stream: a retried transaction cannot read it again.
+            raise StorageError(f"database {app.config.db_path} was busy during the import; nothing was imported, try again")
+        started = True
+        seen: dict[str, str] = {}
+        with progress(app, size or 0, "importing", minimum=PROGRESS_MIN_BYTES) as step:
+            done = 0
+            for where, element in reader:
+                session, messages = parse_session(app, element, where)
+                if session.id in seen:
+                    raise Invalid(f"{where}: session {session.id!r} appears twice in the input (first at "
+                                  f"{seen[session.id]}); nothing was imported")
+                seen[session.id] = where
+                pk = bulk.find_pk(conn, session.id) if conn is not None else None
+                if pk is not None:
+                    if on_conflict == "fail":
+                        raise AlreadyExistsError(
+                            f"{where}: session {session.id!r} already exists; nothing was imported "
+                            "(use --on-conflict skip or --on-conflict replace)")
+                    if on_conflict == "skip":
+                        result.skipped.append(session.id)
+                        continue
+                    bulk.delete_pk(conn, pk)
+                    result.replaced.append(session.id)
+                if conn is not None:
+                    bulk.insert_full(store, conn, session, messages)
+                result.imported.append(session.id)
+                result.messages += len(messages)
+                step(reader.bytes_read - done)
+                done = reader.bytes_read
+        if dry_run:
+            raise _DryRun
+
+    try:
+        if store is None:
+            load(None)
+        else:
+            store.write(load)
+    except _DryRun:
+        pass
+    return result
