@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "import": "import_",
     "stats": "stats",
     "providers": "providers",
+    "completion": "completion",
 }
 
 
@@ -60,6 +61,7 @@ class AppFactory:
                 debug=self.debug,
                 stdin_isatty=_isatty(sys.stdin),
                 stdout_isatty=_isatty(sys.stdout),
+                stderr_isatty=_isatty(sys.stderr),
             )
         return self._app
 

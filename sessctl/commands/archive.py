@@ -6,11 +6,12 @@ from typing import Any
 
 import click
 
+from sessctl import complete
 from sessctl.commands._common import build_filter, filter_options, get_app
 
 
 @click.command("archive")
-@click.argument("session_ids", metavar="[ID]...", nargs=-1)
+@click.argument("session_ids", metavar="[ID]...", nargs=-1, shell_complete=complete.any_session)
 @filter_options(status_default="all")
 @click.option("--unarchive", is_flag=True, help="Make the sessions active again instead.")
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")

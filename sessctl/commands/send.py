@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from sessctl import complete
 from sessctl.commands._common import format_option, get_app, resolve_format
 
 FORMATS = ("text", "json")
@@ -14,9 +15,10 @@ FORMATS = ("text", "json")
 @click.command("send")
 @click.argument("message", required=False)
 @click.option("-s", "--session", "sessions", multiple=True, required=True, metavar="ID",
+              shell_complete=complete.any_session,
               help="Session to send to (repeatable: several are called concurrently).")
 @click.option("--model", metavar="MODEL", help="Model for this turn only.")
-@click.option("--provider", metavar="NAME", help="Provider for this turn only.")
+@click.option("--provider", metavar="NAME", shell_complete=complete.providers, help="Provider for this turn only.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Provider option for this turn, e.g. -o temperature=0 (repeatable).")
 @click.option("--stream/--no-stream", default=None,

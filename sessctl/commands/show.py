@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from sessctl import complete
 from sessctl.commands._common import format_option, get_app, resolve_format
 
 FORMATS = ("text", "markdown", "json")
 
 
 @click.command("show")
-@click.argument("session_id", metavar="ID")
+@click.argument("session_id", metavar="ID", shell_complete=complete.any_session)
 @click.option("--last", type=click.IntRange(min=0), metavar="N", help="Only the last N messages.")
 @format_option(FORMATS)
 @click.pass_context
