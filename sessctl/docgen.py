@@ -154,7 +154,7 @@ def _walk(group: click.Group, ctx: click.Context) -> list[tuple[list[str], click
         cmd = group.get_command(ctx, name)
         if cmd is None or cmd.hidden:
             continue
-        sub = click.Context(cmd, info_name=name, parent=ctx)
+        sub = click.Context(cmd, info_name=name, parent=ctx, **cmd.context_settings)
         path = ctx.command_path.split()[1:] + [name]
         found.append((path, cmd, sub))
         if isinstance(cmd, click.Group):
@@ -181,7 +181,8 @@ def man_pages() -> dict[str, str]:
     """File name → roff text for every page."""
     from sessctl.cli import cli
 
-    root_ctx = click.Context(cli, info_name="sessctl")
+    # With the commands' context_settings, as Click builds them (`-h` as well as `--help`).
+    root_ctx = click.Context(cli, info_name="sessctl", **cli.context_settings)
     commands = _walk(cli, root_ctx)
     pages: dict[str, str] = {}
 
