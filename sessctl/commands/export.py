@@ -7,13 +7,14 @@ from typing import Any
 
 import click
 
+from sessctl import complete
 from sessctl.commands._common import build_filter, filter_options, format_option, get_app, resolve_format
 
 FORMATS = ("json", "jsonl", "markdown")
 
 
 @click.command("export")
-@click.argument("session_ids", metavar="[ID]...", nargs=-1)
+@click.argument("session_ids", metavar="[ID]...", nargs=-1, shell_complete=complete.any_session)
 @click.option("--all", "all_sessions", is_flag=True, help="Every session (narrowed by any filter).")
 @filter_options(status_default="all")
 @format_option(FORMATS)
@@ -31,14 +32,18 @@ def cli(ctx: click.Context, session_ids: tuple[str, ...], all_sessions: bool, fm
       sessctl export --all --format jsonl | jq -r 'select(.user == "alice") | .id'
       sessctl export --all --status archived -o archive.json
     """
-    from sessctl import render, service
+    from sessctl import ops, render, service
 
     app = get_app(ctx)
     fmt = resolve_format(fmt, json_flag)
     f = build_filter(app, kw)
     sessions = service.export(app, session_ids, f, all_sessions=all_sessions)
+    # A bar only when the export does not go to the same terminal it would draw on.
+    bar = (output is not None or not app.stdout_isatty) and ops.wants_progress(app, ops.PROGRESS_MIN_ITEMS)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(service.AtomicOutput(output)) if output else app.stdout
+        step = stack.enter_context(ops.progress(app, ops.count(app, f) if bar else 0, "exporting"))
         with render.ExportWriter(out, fmt) as writer:
             for session, messages in sessions:
                 writer.write(session, messages)
+                step(1)
