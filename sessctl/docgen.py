@@ -2,7 +2,7 @@
 
     python -m sessctl.docgen            # regenerate man/ and completions/ in the checkout
     python -m sessctl.docgen --check    # exit 1 and name the files that are out of date
-    python -m sessctl.docgen --man-dir ~/.local/share/man/man1   # install the man pages
+    python -m sessctl.docgen --man-dir ~/.local/share/man/man1   # only install the man pages
 
 Man pages are plain roff (the `man` macros), one for `sessctl` and one per subcommand
 (`sessctl-send.1`, and `sessctl-key-rotate.1` for a nested group), built from each
@@ -260,23 +260,29 @@ def write(root: Path = ROOT) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sessctl.docgen", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="report out-of-date files; write nothing")
-    parser.add_argument("--root", type=Path, default=ROOT, help="checkout holding man/ and completions/")
-    parser.add_argument("--man-dir", type=Path, help="also install the man pages into this directory")
+    parser.add_argument("--root", type=Path, help="checkout holding man/ and completions/ (default: this one)")
+    parser.add_argument("--man-dir", type=Path, help="only install the man pages into this directory")
     args = parser.parse_args(argv)
+    if args.man_dir:
+        args.man_dir.mkdir(parents=True, exist_ok=True)
+        pages = man_pages()
+        for name, text in pages.items():
+            (args.man_dir / name).write_text(text, encoding="utf-8")
+        print(f"installed {len(pages)} man pages in {args.man_dir}")
+        return 0
+    root = args.root or ROOT
+    if args.root is None and not (ROOT / "pyproject.toml").is_file():
+        # An installed copy: there is no checkout to regenerate beside it.
+        parser.error("not run from a source checkout; give --root DIR or --man-dir DIR")
     if args.check:
-        bad = stale(args.root)
+        bad = stale(root)
         for path in bad:
             print(f"out of date: {path}", file=sys.stderr)
         if bad:
             print("run: python -m sessctl.docgen", file=sys.stderr)
         return 1 if bad else 0
-    for path in write(args.root):
+    for path in write(root):
         print(f"wrote {path}" if path.exists() else f"removed {path}")
-    if args.man_dir:
-        args.man_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in man_pages().items():
-            (args.man_dir / name).write_text(text, encoding="utf-8")
-        print(f"installed {len(man_pages())} man pages in {args.man_dir}")
     return 0
 
 
