@@ -27,7 +27,8 @@ def wants_progress(app: App, length: int, minimum: int = PROGRESS_MIN_ITEMS) -> 
 
 
 @contextlib.contextmanager
-def progress(app: App, length: int, label: str, *, minimum: int = PROGRESS_MIN_ITEMS) -> Iterator[Callable[[int], None]]:
+def progress(app: App, length: int, label: str, *,
+             minimum: int = PROGRESS_MIN_ITEMS) -> Iterator[Callable[[int], None]]:
     """Yields `step(n)`. A click progress bar on stderr when it is a terminal (and not
     -q) and the work is big enough; otherwise step does nothing, so pipes and logs
     never see carriage-return noise."""
@@ -55,7 +56,6 @@ def count(app: App, f: SessionFilter) -> int:
 class DeleteResult:
     deleted: list[str] = field(default_factory=list)
     messages: int = 0
-    dry_run: bool = False
     vacuumed: bool = False
     checkpointed: bool = True  # False: another reader kept old pages in the WAL for now
 
@@ -106,13 +106,6 @@ def delete(app: App, ids: Sequence[str], f: SessionFilter, *, all_sessions: bool
     return result
 
 
-def vacuum(app: App) -> bool:
-    from sessctl.store import bulk
-
-    store = app.store(create=False)
-    return True if store is None else bulk.vacuum(store)
-
-
 # --- meta and update -----------------------------------------------------------------------
 
 
@@ -133,16 +126,20 @@ def set_metadata(app: App, session_id: str, pairs: dict[str, str], unset: Sequen
     return update(app, session_id, meta_set=pairs, meta_unset=unset)
 
 
-_UNSET = object()
+class _Unset:
+    """Marks an argument not given (None already means "remove")."""
+
+
+_UNSET = _Unset()
 
 
 def update(
     app: App,
     session_id: str,
     *,
-    title: object = _UNSET,
-    user: object = _UNSET,
-    ttl: object = _UNSET,
+    title: str | _Unset = _UNSET,
+    user: str | _Unset = _UNSET,
+    ttl: int | None | _Unset = _UNSET,
     meta_set: dict[str, str] | None = None,
     meta_unset: Sequence[str] = (),
 ) -> Session:
@@ -157,14 +154,14 @@ def update(
     now = app.now()
 
     def tx(conn: object) -> Session:
-        session = store.update_session(
+        session: Session = store.update_session(
             session_id, now,
-            title=(title or None) if title is not _UNSET else None, set_title=title is not _UNSET,
-            user=(user or None) if user is not _UNSET else None, set_user=user is not _UNSET,
+            title=title or None if isinstance(title, str) else None, set_title=isinstance(title, str),
+            user=user or None if isinstance(user, str) else None, set_user=isinstance(user, str),
             meta_set=meta_set or None, meta_unset=meta_unset,
         )
-        if ttl is not _UNSET:
-            bulk.set_expiry(store.conn, session_id, None if ttl is None else now + int(ttl))  # type: ignore[call-overload]
+        if not isinstance(ttl, _Unset):
+            bulk.set_expiry(store.conn, session_id, None if ttl is None else now + ttl)
         return session
 
     store.write(tx)

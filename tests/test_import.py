@@ -11,10 +11,11 @@ import pytest
 
 from conftest import Paths, Run, mode
 from sessctl.errors import UsageError
-from sessctl.importer import CHUNK, Reader
+from sessctl.import_reader import CHUNK, Reader
 
 LONG = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 6000  # ~340 kB, one message
-UNICODE = "Grüße 👋🏽 — 你好，世界 · مرحبا بالعالم · e\u0301 · \t tab · \"quotes\" \\ backslash\nsecond line\r\nthird"
+UNICODE = ("Grüße 👋🏽 — 你好，世界 · مرحبا بالعالم · e\u0301 · \t tab · \"quotes\" \\ backslash"
+           "\nsecond line\r\nthird")
 
 
 def _msg(seq: int, role: str, content: str, when: str, **extra: Any) -> dict[str, Any]:

@@ -41,11 +41,13 @@ def filter_options(*, status_default: str, time_window: bool = True) -> Callable
 
     def decorate(f: F) -> F:
         opts = [
-            click.option("--user", metavar="USER", shell_complete=complete.users, help="Only sessions of this user."),
+            click.option("--user", metavar="USER", shell_complete=complete.users,
+                         help="Only sessions of this user."),
             click.option("--status", type=click.Choice(["active", "archived", "all"]), default=status_default,
                          show_default=True, help="Only sessions in this state."),
             click.option("--model", metavar="MODEL", help="Only sessions using this model."),
-            click.option("--provider", "provider_filter", metavar="NAME", shell_complete=complete.providers, help="Only sessions using this provider."),
+            click.option("--provider", "provider_filter", metavar="NAME", shell_complete=complete.providers,
+                         help="Only sessions using this provider."),
             click.option("--older-than", metavar="DURATION",
                          help="Only sessions idle for at least this long (90s, 15m, 12h, 30d, 2w)."),
             click.option("--since", metavar="WHEN",

@@ -13,7 +13,8 @@ from sessctl.commands._common import get_app
 @click.command("create")
 @click.argument("session_id", metavar="[ID]", required=False)
 @click.option("--user", metavar="USER", help="Owner of the session (plain text, for filtering).")
-@click.option("--provider", metavar="NAME", shell_complete=complete.providers, help="Provider from config.toml (default: default_provider).")
+@click.option("--provider", metavar="NAME", shell_complete=complete.providers,
+              help="Provider from config.toml (default: default_provider).")
 @click.option("--model", metavar="MODEL", help="Model (default: the provider's).")
 @click.option("--system", "system_text", metavar="TEXT", help="System prompt.")
 @click.option("--system-file", type=click.File("r", encoding="utf-8"), metavar="FILE",
