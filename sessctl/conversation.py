@@ -331,7 +331,7 @@ def _mark_active(app: App, items: list[_Plan | TurnResult], opts: SendOptions) -
     for item in items:
         if isinstance(item, _Plan) and item.session_id in gone:
             try:
-                item = _plan(app, item.session_id, opts)
+                item = _plan(app, item.session_id, opts, calling=True)
             except SessctlError as exc:
                 if len(items) == 1:
                     raise

@@ -147,3 +147,31 @@ def test_cleanup_beside_a_stream_of_sends(ok: Run, paths: Paths, monkeypatch: py
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT count(*) FROM messages WHERE session_pk NOT IN (SELECT pk FROM sessions)").fetchone()[0] == 0
     conn.close()
+
+
+def test_a_session_deleted_between_planning_and_marking_is_planned_again(ok: Run) -> None:
+    """The narrow window the stress test above only hits by chance: send has read the
+    session, then cleanup deletes it before send marks it active. The turn then goes to
+    a new session of that id (as for any missing session), or fails cleanly (exit 3)
+    with --no-create; it is never aimed at a session that is gone."""
+    import io
+
+    from sessctl import config, conversation
+    from sessctl.errors import NotFoundError
+    from sessctl.service import App
+
+    for create in (True, False):
+        ok("create", "gone", "--title", "old history")
+        app = App(config=config.load(), stdin=io.StringIO(), stdout=io.StringIO(), stderr=io.StringIO())
+        opts = conversation.SendOptions(text="after", create=create)
+        items = conversation.plan_all(app, ["gone"], opts)
+        assert isinstance(items[0], conversation._Plan) and items[0].session is not None
+        ok("delete", "gone")  # cleanup, in between
+        if create:
+            item = conversation._mark_active(app, items, opts)[0]
+            assert isinstance(item, conversation._Plan)
+            assert item.session is None and item.create is not None and item.create.id == "gone"
+        else:
+            with pytest.raises(NotFoundError, match="--no-create"):
+                conversation._mark_active(app, items, opts)
+        app.close()

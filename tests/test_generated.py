@@ -131,6 +131,7 @@ def test_providers_and_users_complete(some) -> None:
     assert complete(["create", "--provider"], "") == ["anthropic", "echo", "local", "openai"]
     assert complete(["list", "--provider"], "lo") == ["local"]
     assert complete(["stats", "--user"], "al") == ["alfred", "alice"]
+    assert complete(["providers", "test"], "o") == ["openai"]
 
 
 def test_global_db_option_is_honoured(some, paths: Paths, ok: Run) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from sessctl import complete
 from sessctl.commands._common import format_option, get_app, resolve_format
 
 
@@ -53,7 +54,7 @@ def list_(ctx: click.Context, fmt: str, json_flag: bool) -> None:
 
 
 @cli.command("test")
-@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.argument("names", nargs=-1, metavar="[NAME]...", shell_complete=complete.providers)
 @format_option(("text", "json"))
 @click.pass_context
 def test(ctx: click.Context, names: tuple[str, ...], fmt: str, json_flag: bool) -> None:
