@@ -1,0 +1,811 @@
+"""The built-in detection rules behind sessctl.sanitize (the contract lives there).
+
+Every scanner works on byte views of the text that keep one byte per code point
+(`text.encode("ascii", "replace")`), so a match offset is also an offset into the str:
+
+    b    the text, non-ASCII code points replaced by "?"
+    low  b.lower() (ASCII-only, so lengths never change): case-insensitive keywords
+    cls  character classes: digit -> "0", A-Z -> "A", a-z -> "a", the rest unchanged
+    tok  token classes: [A-Za-z0-9_-] -> "a", everything else -> " "
+
+Why the views: Python's `re` searches fast only for a pattern that starts with a
+literal (a tight C loop); a pattern starting with a class such as `\\d` costs ~6-9 ns
+per byte even when nothing matches, and one starting with a lookbehind enters the
+matcher at every byte. Against `cls`, "13 digits" is the literal "0000000000000";
+against `tok`, "a token of 16+ characters" is 16 literal "a"s. Each pattern
+therefore begins with a literal, then a fixed-width negative lookbehind so that a
+match can only begin at the start of a token: inside a long run the lookbehind fails
+at once, and a failing attempt never rescans the run. Quantifiers are bounded or
+followed by nothing that can fail, so no pattern backtracks more than a constant.
+Checksums and context checks run in Python, only on candidates.
+
+A scanner appends `(start, end, rule)` hits; the engine merges overlaps.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, NamedTuple
+
+
+class RuleSpec(NamedTuple):
+    name: str
+    description: str
+    example: str  # FAKE, and redacted by its own rule (a test checks this)
+    default: bool
+
+
+# Priority order: when hits overlap, the merged redaction is labelled with the rule
+# listed first, so the specific formats come before the generic context rules (an
+# OpenAI key after "Authorization: Bearer" is reported as openai_key).
+RULES: tuple[RuleSpec, ...] = (
+    RuleSpec("pem_private_key", "PEM private key block (RSA, EC, DSA, OpenSSH, PKCS#8, PGP)",
+             "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANFAKEFAKEFAKEFAKEkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----",
+             True),
+    RuleSpec("jwt", "JSON Web Token whose header decodes to JSON naming alg/typ/enc",
+             "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJmYWtlLXVzZXIifQ.RkFLRS1zaWduYXR1cmUtMDAwMA",
+             True),
+    RuleSpec("anthropic_key", "Anthropic API key (sk-ant-...)",
+             "sk-ant-api03-FAKEfake0000EXAMPLEexample1111FAKEfake2222EXAMPLEexample3333-AA", True),
+    RuleSpec("openrouter_key", "OpenRouter API key (sk-or-v1-...)",
+             "sk-or-v1-0000fake0000fake0000fake0000fake0000fake0000fake0000fake0000", True),
+    RuleSpec("openai_key", "OpenAI-style secret key (sk-..., sk-proj-..., sk-svcacct-..., sk-admin-...)",
+             "sk-proj-FAKE0000example1111FAKE2222example3333FAKE", True),
+    RuleSpec("google_api_key", "Google / Gemini API key (AIza + 35 characters)",
+             "AIzaSyFAKE00example00FAKE00example00000", True),
+    RuleSpec("huggingface_token", "Hugging Face access token (hf_...)",
+             "hf_FAKEexampleFAKEexampleFAKEexample00", True),
+    RuleSpec("groq_key", "Groq API key (gsk_...)",
+             "gsk_FAKE0000example1111FAKE2222example3333FAKE4444exam", True),
+    RuleSpec("xai_key", "xAI API key (xai-...)",
+             "xai-FAKE0000example1111FAKE2222example3333FAKE4444example5555", True),
+    RuleSpec("replicate_token", "Replicate API token (r8_...)",
+             "r8_FAKE0000example1111FAKE2222example33", True),
+    RuleSpec("perplexity_key", "Perplexity API key (pplx-...)",
+             "pplx-FAKE0000example1111FAKE2222example3333FAKE4444", True),
+    RuleSpec("aws_access_key", "AWS access key id (AKIA/ASIA/ABIA/ACCA + 16)",
+             "AKIAIOSFODNN7EXAMPLE", True),
+    RuleSpec("aws_secret_key", "AWS secret access key (40 characters after aws_secret_access_key, SecretAccessKey...)",
+             "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", True),
+    RuleSpec("github_token", "GitHub token (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_)",
+             "ghp_FAKE0000example1111FAKE2222example33", True),
+    RuleSpec("gitlab_token", "GitLab token (glpat-, gldt-, glrt-, glptt-, ...)",
+             "glpat-FAKE0000example1111xx", True),
+    RuleSpec("slack_webhook", "Slack incoming webhook URL",
+             "https://hooks.slack.com/services/T00000000/B00000000/FAKEFAKEFAKEFAKEFAKE0000", True),
+    RuleSpec("slack_token", "Slack token (xoxb-, xoxp-, xoxa-, xoxr-, xoxs-, xoxe-, xapp-)",
+             "xoxb-000000000000-0000000000000-FAKEfakeFAKEfakeFAKEfake", True),
+    RuleSpec("stripe_key", "Stripe secret, restricted or webhook key (sk_live_, sk_test_, rk_*, whsec_)",
+             "sk_test_FAKE0000example1111FAKE2222", True),
+    RuleSpec("twilio_key", "Twilio API key SID (SK + 32 hex) or auth token after TWILIO_AUTH_TOKEN",
+             "SK0000fa4e0000fa4e0000fa4e0000fa4e", True),
+    RuleSpec("sendgrid_key", "SendGrid API key (SG.xxx.yyy)",
+             "SG.FAKE0000example111122.FAKE0000example1111FAKE2222example3333FAKE", True),
+    RuleSpec("npm_token", "npm access token (npm_...) or _authToken= in .npmrc",
+             "npm_FAKE0000example1111FAKE2222example33", True),
+    RuleSpec("pypi_token", "PyPI / TestPyPI API token (pypi-Ag...)",
+             "pypi-AgEIcHlwaS5vcmcFAKE0000example1111FAKE2222example3333FAKE4444example", True),
+    RuleSpec("bearer_token", "Bearer/token credentials in an Authorization header",
+             "Authorization: Bearer FAKEtoken0000example1111", True),
+    RuleSpec("basic_auth", "Basic credentials in an Authorization header (base64 of user:password)",
+             "Authorization: Basic ZmFrZXVzZXI6ZmFrZXBhc3N3b3Jk", True),
+    RuleSpec("url_password", "password in scheme://user:password@host (only the password is redacted)",
+             "postgres://app:FAKEpass0000@db.example.com:5432/app", True),
+    RuleSpec("password", "password / passwd / passphrase / *_pass / *_pwd assignment (the value)",
+             'password = "FAKE-hunter2-example"', True),
+    RuleSpec("credit_card", "payment card number: 13-19 digits, known issuer prefix, Luhn check",
+             "4111 1111 1111 1111", True),
+    RuleSpec("iban", "IBAN: known country and length, mod-97 check",
+             "GB82 WEST 1234 5698 7654 32", True),
+    RuleSpec("us_ssn", "US Social Security number (ddd-dd-dddd; other forms after 'SSN')",
+             "SSN 123-45-6780", True),
+    RuleSpec("email", "email address", "jane.doe@example.com", True),
+    RuleSpec("phone", "phone number in international form (+CC ...); opt-in, being noisy",
+             "+1 202 555 0143", False),
+)
+
+RULE_NAMES: tuple[str, ...] = tuple(r.name for r in RULES)
+PRIO: dict[str, int] = {name: i for i, name in enumerate(RULE_NAMES)}
+
+Hit = tuple[int, int, int]  # start, end, priority (index into the engine's rule order)
+
+
+# ---------------------------------------------------------------- views of one text
+
+_CLS = bytes.maketrans(
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+    b"0" * 10 + b"A" * 26 + b"a" * 26,
+)
+_TOK = bytes(
+    0x61 if (0x30 <= i <= 0x39 or 0x41 <= i <= 0x5A or 0x61 <= i <= 0x7A or i in (0x2D, 0x5F)) else 0x20
+    for i in range(256)
+)
+
+
+class Views:
+    """One text and its byte views, each computed on first use."""
+
+    __slots__ = ("text", "b", "_low", "_cls", "_tok")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        # "replace" turns each non-ASCII code point into exactly one "?", so offsets agree.
+        self.b = text.encode("ascii", "replace")
+        self._low: bytes | None = None
+        self._cls: bytes | None = None
+        self._tok: bytes | None = None
+
+    @property
+    def low(self) -> bytes:
+        if self._low is None:
+            self._low = self.b.lower()
+        return self._low
+
+    @property
+    def cls(self) -> bytes:
+        if self._cls is None:
+            self._cls = self.b.translate(_CLS)
+        return self._cls
+
+    @property
+    def tok(self) -> bytes:
+        if self._tok is None:
+            self._tok = self.b.translate(_TOK)
+        return self._tok
+
+
+# ------------------------------------------------------------ lazily compiled patterns
+
+class _Lazy:
+    """Compiles each pattern on first use, so importing this module stays cheap."""
+
+    def __init__(self, **sources: bytes | str) -> None:
+        self._sources = sources
+
+    def __getattr__(self, name: str) -> re.Pattern[Any]:
+        try:
+            source = self.__dict__["_sources"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+        rx = re.compile(source)
+        setattr(self, name, rx)
+        return rx
+
+
+_T = rb"[A-Za-z0-9_-]"  # token character (base64url alphabet)
+_SEP = rb"""["'`]?[ \t]{0,16}(?::=|=>|=(?![=>])|:(?![:/]))[ \t]{0,16}["'`]?"""  # key ... = / : ... value
+
+P = _Lazy(
+    # Tokens of 16+ characters, found as literal runs in the `tok` view.
+    run=b"a" * 16 + b"a*",
+    # Formats dispatched from the start of a token run (see _TOKEN_RULES).
+    anthropic=rb"sk-ant-" + _T + rb"{20,}",
+    openrouter=rb"sk-or-" + _T + rb"{20,}",
+    openai=rb"sk-(?!ant-|or-)(?:(?:proj|svcacct|admin|None)-)?" + _T + rb"{20,}",
+    stripe=rb"(?:(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}|whsec_[A-Za-z0-9]{20,})(?![A-Za-z0-9_-])",
+    google=rb"AIza" + _T + rb"{35}(?!" + _T + rb")",
+    huggingface=rb"hf_[A-Za-z0-9]{30,}(?!" + _T + rb")",
+    groq=rb"gsk_[A-Za-z0-9]{40,}(?!" + _T + rb")",
+    xai=rb"xai-[A-Za-z0-9]{40,}(?!" + _T + rb")",
+    replicate=rb"r8_[A-Za-z0-9]{30,}(?!" + _T + rb")",
+    perplexity=rb"pplx-[A-Za-z0-9]{32,}(?!" + _T + rb")",
+    aws_access=rb"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])([A-Z0-9]{16})(?![A-Za-z0-9])",
+    github=rb"(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,244})(?![A-Za-z0-9_])",
+    gitlab=rb"gl(?:pat|dt|ptt|rt|cbt|oas|soat|ffct|imt|agent|ft)-" + _T + rb"{20,}(?:\.[A-Za-z0-9_-]{1,16}){0,2}",
+    slack=rb"(?:xox[abposre]-[A-Za-z0-9-]{20,}|xapp-[0-9]-[A-Za-z0-9-]{20,})",
+    twilio_sid=rb"SK[0-9a-f]{32}(?![A-Za-z0-9])",
+    npm=rb"npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])",
+    pypi=rb"pypi-Ag" + _T + rb"{50,}",
+    jwt=rb"eyJ" + _T + rb"{13,}(?:\." + _T + rb"*){1,4}",
+    # Formats with a literal that a token run does not start with.
+    sendgrid=rb"SG\.(?<![A-Za-z0-9_-]SG\.)" + _T + rb"{16,32}\." + _T + rb"{16,64}(?!" + _T + rb")",
+    slack_webhook=rb"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]{16,}",
+    npmrc=rb"_authToken[ \t]*=[ \t]*[\"']?([A-Za-z0-9._~+/=-]{16,})",
+    pem_begin=rb"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----",
+    pem_end=rb"-----END [A-Z0-9 ]{0,40}-----",
+    pem_body=rb"(?:[A-Za-z0-9+/=\s]|\\[nr])*",
+    # Context rules, on the lower-cased view.
+    aws_secret=rb"secret[_-]?((?:access[_-]?)?)key" + _SEP + rb"([a-z0-9/+]{40})(?![a-z0-9/+=])",
+    twilio_ctx=(rb"twilio[a-z_]{0,20}(?:auth[_-]?token|api[_-]?secret)" + _SEP
+                + rb"([a-z0-9]{32})(?![a-z0-9])"),
+    auth=(rb"authorization[\"']?[ \t]*[:=][ \t]*[\"']?(bearer|token|basic)[ \t]+"
+          rb"([a-z0-9._~+/=-]{8,})"),
+    password=(rb"(p(?:assw(?:or)?d|assphrase|ass|wd))(?![a-z0-9_])[\"'`]?[ \t]{0,16}"
+              rb"(?:(:=|=>|=(?![=>])|:(?![:/]))[ \t]{0,16}|([ \t]+))"
+              rb"(\"(?:[^\"\\\r\n]|\\.){0,256}\"|'(?:[^'\\\r\n]|\\.){0,256}'|`[^`\r\n]{0,256}`"
+              rb"|[^\s\"'`]{1,256})"),
+    password_xml=rb"<([a-z0-9_.:-]{0,32}password)>([^<\r\n]{1,256})</\1>",
+    ssn_ctx=rb"ssn(?<![a-z]ssn)[ \t]*(?:[:#=-]|is|no\.?)?[ \t]*([0-9]{3}[ ]?[0-9]{2}[ ]?[0-9]{4})(?![0-9-])",
+    ssn_ctx2=rb"social security(?: number| no\.?| #)?[ \t]*(?:[:#=-]|is)?[ \t]*([0-9]{3}[ ]?[0-9]{2}[ ]?[0-9]{4})(?![0-9-])",
+    # Structure rules, on the class view: literal digit shapes.
+    card=rb"0000000000000(?<![0Aa_.+-]0000000000000)0*",
+    card_sp=rb"0000 0(?<![0Aa_.+-]0000 0)(?:000 0000 0{1,4}(?: 000)?|00000 0{4,5})",
+    card_dash=rb"0000-0(?<![0Aa_.+-]0000-0)(?:000-0000-0{1,4}(?:-000)?|00000-0{4,5})",
+    ssn=rb"000-00-0000(?<![0Aa_.+/-]000-00-0000)",
+    iban=rb"AA00(?<![0Aa_]AA00)(?:[A0]{10,30}|(?: [A0]{4}){2,7}(?: [A0]{1,3})?)",
+    # On the plain view.
+    url_password=rb"://([^\s:/#@\[\]\"'<>]{0,64}):([^\s/#@\"'<>]{1,128})@(?=[A-Za-z0-9\[])",
+    email_at=(rb"@(?<=[A-Za-z0-9._%+?-]@)"
+              rb"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"),
+    email_local=rb"[A-Za-z0-9._%+?-]{1,64}",
+    phone=rb"\+(?<![A-Za-z0-9+)\]]\+)[1-9][0-9 ().-]{6,22}[0-9]",
+    marker=rb"\[REDACTED:[a-z0-9_]{1,64}\]",
+)
+
+
+# ------------------------------------------------------------------------- checks
+
+# Checks on the original str, also compiled on first use.
+S = _Lazy(
+    digit=r"[0-9]",
+    placeholder=r"""(?ix)
+    \$\{.*\} | \$\(.*\) | \{\{.*\}\} | \{\{ | \{[a-z_][a-z0-9_.]*\} | <[^>]*> | \[[^\]]*\]
+    | %\(?[a-z_]*\)?[sd] | \*+ | x{3,} | \.{3,} | …
+    | \$[a-z_][a-z0-9_]* | env\(.*\) | (?:your|my)[_ -]?(?:db[_ -]?)?(?:password|pass|pwd|secret)(?:[_ -]?here)?
+    """,
+    ident=r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*",
+    cut=r"[,;&(){}\[\]<>]",
+    cut_query=r"[&#]",
+    retina=r"[0-9]{1,2}x",
+    space_or_slash=rb"[\s/]",
+)
+
+
+def _variety(s: str) -> int:
+    """How many of lower case, upper case and digits occur: random tokens show 2-3."""
+    return (s != s.upper()) + (s != s.lower()) + (S.digit.search(s) is not None)
+
+
+def _randomish(s: str, min_distinct: int = 8) -> bool:
+    # Placeholders ("sk-xxxxxxxx...", "ghp_your_token_here") are one-case or repetitive.
+    return _variety(s) >= 2 and len(set(s)) >= min_distinct
+
+
+Check = Callable[[str, "re.Match[bytes]"], int]  # -> end of the redaction, or -1
+
+
+def _ok(_text: str, m: re.Match[bytes]) -> int:
+    return m.end()
+
+
+def _random_token(text: str, m: re.Match[bytes]) -> int:
+    return m.end() if _randomish(text[m.start():m.end()]) else -1
+
+
+def _aws_access(text: str, m: re.Match[bytes]) -> int:
+    body = text[m.start(1):m.end(1)]
+    return m.end() if len(set(body)) > 4 else -1  # not AKIAXXXXXXXXXXXXXXXX
+
+
+def _b64decode(seg: str) -> bytes | None:
+    try:
+        return binascii.a2b_base64(seg.replace("-", "+").replace("_", "/") + "=" * (-len(seg) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _jwt(text: str, m: re.Match[bytes]) -> int:
+    s, e = m.start(), m.end()
+    parts = text[s:e].split(".")
+    header = _b64decode(parts[0])
+    if not header or not header.lstrip().startswith(b"{"):
+        return -1
+    if b'"enc"' in header:  # JWE: header.key.iv.ciphertext.tag, the key may be empty
+        return e if len(parts) == 5 and parts[3] else -1
+    if b'"alg"' not in header and b'"typ"' not in header:
+        return -1
+    if len(parts) < 3 or not parts[1]:
+        return -1
+    # A JWS has three parts; anything after a third dot is not ours.
+    return s + len(parts[0]) + len(parts[1]) + len(parts[2]) + 2
+
+
+# Formats found at the start of a token run, keyed by its first two characters.
+_TOKEN_RULES: tuple[tuple[str, tuple[bytes, ...], str, Check], ...] = (
+    ("jwt", (b"ey",), "jwt", _jwt),
+    ("anthropic_key", (b"sk",), "anthropic", _random_token),
+    ("openrouter_key", (b"sk",), "openrouter", _random_token),
+    ("openai_key", (b"sk",), "openai", _random_token),
+    ("stripe_key", (b"sk", b"rk", b"wh"), "stripe", _random_token),
+    ("google_api_key", (b"AI",), "google", _random_token),
+    ("huggingface_token", (b"hf",), "huggingface", _random_token),
+    ("groq_key", (b"gs",), "groq", _random_token),
+    ("xai_key", (b"xa",), "xai", _random_token),
+    ("replicate_token", (b"r8",), "replicate", _random_token),
+    ("perplexity_key", (b"pp",), "perplexity", _random_token),
+    ("aws_access_key", (b"AK", b"AS", b"AB", b"AC", b"A3"), "aws_access", _aws_access),
+    ("github_token", (b"gh", b"gi"), "github", _random_token),
+    ("gitlab_token", (b"gl",), "gitlab", _random_token),
+    ("slack_token", (b"xo", b"xa"), "slack", _random_token),
+    ("twilio_key", (b"SK",), "twilio_sid", _ok),
+    ("npm_token", (b"np",), "npm", _random_token),
+    ("pypi_token", (b"py",), "pypi", _ok),
+)
+
+Dispatch = dict[bytes, list[tuple[int, "re.Pattern[bytes]", Check]]]
+
+
+def build_dispatch(on: Collection[str], prio: dict[str, int]) -> Dispatch:
+    table: Dispatch = {}
+    for rule, keys, pattern, check in _TOKEN_RULES:
+        if rule in on:
+            for key in keys:
+                table.setdefault(key, []).append((prio[rule], getattr(P, pattern), check))
+    return table
+
+
+def scan_tokens(v: Views, dispatch: Dispatch, out: list[Hit]) -> None:
+    b = v.b
+    text = v.text
+    for m in P.run.finditer(v.tok):
+        s = m.start()
+        # "__ghp_...__" or "--token-..." : the token proper starts after the - and _.
+        while b[s] in b"-_" and s < m.end() - 16:
+            s += 1
+        cands = dispatch.get(b[s:s + 2])
+        if cands is None:
+            continue
+        for prio, rx, check in cands:
+            mm = rx.match(b, s)
+            if mm is not None:
+                end = check(text, mm)
+                if end > s:
+                    out.append((s, end, prio))
+                    break
+
+
+def _scan_simple(rx: re.Pattern[bytes], hay: bytes, text: str, group: int, prio: int,
+                 check: Callable[[str, int, int], bool] | None, out: list[Hit]) -> None:
+    for m in rx.finditer(hay):
+        s, e = m.span(group)
+        if s < e and (check is None or check(text, s, e)):
+            out.append((s, e, prio))
+
+
+# ------------------------------------------------------------- context rules (low)
+
+_KEYWORDS = frozenset(
+    "none null nil true false undefined required optional str string int bool bytes secret "
+    "password passwd pwd pass yes no on off env default empty hidden masked redacted unset "
+    "any object text varchar char".split()
+)
+_KEY_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_.-")
+# Words after which a KEY=value is shell/env/YAML-list syntax, i.e. a literal value.
+_ENV_WORDS = frozenset((b"export", b"set", b"setx", b"env", b"-e", b"--env", b"-", b"declare", b"-x",
+                        b"local", b"readonly"))
+
+
+def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
+    """The span of a password assignment's value, or None when it is not a literal."""
+    text, low = v.text, v.low
+    k, kw_end = m.span(1)
+    keyword = m.group(1)
+    if keyword in (b"pass", b"pwd") and (k == 0 or low[k - 1] not in b"_.-"):
+        return None  # bare "pass"/"pwd" only as a suffix (db_pass, --pwd): not bypass, $PWD
+    key_start = k
+    while key_start > 0 and low[key_start - 1] in _KEY_CHARS:
+        key_start -= 1
+    if key_start > 0 and low[key_start - 1] in b"\"'`":
+        key_start -= 1
+    op = m.group(2)
+    vs, ve = m.span(4)
+    raw = text[vs:ve]
+    flag = low.startswith(b"--", key_start)
+    if op is None and not flag:
+        return None  # "the password hunter2 leaked" is prose; "--password hunter2" a flag
+    if raw[:1] in "\"'`":
+        inner = raw[1:-1]
+        if not inner.strip() or S.placeholder.fullmatch(inner):
+            return None
+        return vs + 1, ve - 1
+    nl = low.rfind(b"\n", max(0, key_start - 200), key_start)
+    words = low[nl + 1:key_start].split()
+    line_start = not words or words[-1] in _ENV_WORDS
+    query = key_start > 0 and low[key_start - 1] in b"?&"
+    value = raw
+    cut = None if (line_start or flag) else S.cut_query if query else S.cut
+    if cut is not None:
+        c = cut.search(value)
+        if c:
+            value = value[:c.start()]
+    if len(value) < 3 or value.lower() in _KEYWORDS or S.placeholder.fullmatch(value):
+        return None
+    if value[0] in "$%{<:?@!&*=#\\":
+        return None  # ${VAR}, %s, :param, ?, @Value, !vault: references, not literals
+    ve = vs + len(value)
+    if S.ident.fullmatch(value):
+        if "." in value or text[ve:ve + 1] in ("(", "["):
+            return None  # args.password, getpass(), os.environ[...]: code, not a literal
+        if not S.digit.search(value):
+            # A bare word is a literal in .env, a query string, a flag or a YAML line,
+            # but a variable in code (password=password, password = secret).
+            tight = low[kw_end:vs].strip(b"\"'`") in (b"=", b":")
+            eol = low.find(b"\n", ve)
+            rest = low[ve:eol if eol >= 0 else len(low)].strip()
+            yaml_like = op == b":" and (not rest or rest[:1] in (b",", b"}", b"#"))
+            if not (flag or query or yaml_like or (line_start and tight and op == b"=")):
+                return None
+    return vs, ve
+
+
+def scan_password(v: Views, prio: int, out: list[Hit]) -> None:
+    low = v.low
+    if b"pass" in low or b"pwd" in low:
+        for m in P.password.finditer(low):
+            span = _password_value(v, m)
+            if span is not None:
+                out.append((span[0], span[1], prio))
+        if b"password>" in low:
+            for m in P.password_xml.finditer(low):
+                s, e = m.span(2)
+                inner = v.text[s:e].strip()
+                if inner and not S.placeholder.fullmatch(inner):
+                    out.append((s, e, prio))
+
+
+def scan_aws_secret(v: Views, prio: int, out: list[Hit]) -> None:
+    low = v.low
+    if b"secret" not in low:
+        return
+    for m in P.aws_secret.finditer(low):
+        if not m.group(1) and b"aws" not in low[max(0, m.start() - 12):m.start()]:
+            continue  # a bare secret_key = "..." is not AWS's unless the key says so
+        s, e = m.span(2)
+        if _variety(v.text[s:e]) >= 2:
+            out.append((s, e, prio))
+
+
+def scan_twilio_ctx(v: Views, prio: int, out: list[Hit]) -> None:
+    if b"twilio" in v.low:
+        for m in P.twilio_ctx.finditer(v.low):
+            s, e = m.span(1)
+            if _variety(v.text[s:e]) >= 2:
+                out.append((s, e, prio))
+
+
+def scan_auth(v: Views, bearer: int | None, basic: int | None, out: list[Hit]) -> None:
+    low = v.low
+    if b"authorization" not in low:
+        return
+    text = v.text
+    for m in P.auth.finditer(low):
+        s, e = m.span(2)
+        value = text[s:e]
+        if m.group(1) == b"basic":
+            if basic is None:
+                continue
+            decoded = _b64decode(value)  # the scheme's own check: base64 of "user:password"
+            if decoded and b":" in decoded and all(32 <= c < 127 for c in decoded):
+                out.append((s, e, basic))
+        elif bearer is not None:
+            if len(value) >= 12 and _randomish(value, 6) and not S.placeholder.fullmatch(value):
+                out.append((s, e, bearer))
+
+
+def _ssn_ok(digits: str) -> bool:
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
+        return False
+    # Numbers printed in advertising and on sample cards, famous enough to be examples.
+    return digits not in ("078051120", "219099999", "123456789")
+
+
+def scan_ssn_ctx(v: Views, prio: int, out: list[Hit]) -> None:
+    low = v.low
+    for literal, rx in ((b"ssn", P.ssn_ctx), (b"social security", P.ssn_ctx2)):
+        if literal in low:
+            for m in rx.finditer(low):
+                s, e = m.span(1)
+                if _ssn_ok(v.text[s:e].replace(" ", "")):
+                    out.append((s, e, prio))
+
+
+# ------------------------------------------------------------ structure rules (cls)
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i & 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _issuer_ok(d: str) -> bool:
+    """Length fits the issuer named by the first digits (IIN): cuts most random numbers."""
+    n = len(d)
+    two, four = int(d[:2]), int(d[:4])
+    if d[0] == "4":
+        return n in (13, 16, 19)  # Visa
+    if 51 <= two <= 55 or 2221 <= four <= 2720:
+        return n == 16  # Mastercard
+    if 2200 <= four <= 2204:
+        return 16 <= n <= 19  # Mir
+    if two in (34, 37):
+        return n == 15  # American Express
+    if two in (36, 38, 39) or 300 <= int(d[:3]) <= 305:
+        return 14 <= n <= 19  # Diners Club
+    if 3528 <= four <= 3589:
+        return 16 <= n <= 19  # JCB
+    if d[0] == "6":
+        return 16 <= n <= 19  # Discover, UnionPay, Maestro, RuPay
+    if two in (50, 56, 57, 58):
+        return 13 <= n <= 19  # Maestro
+    if two in (81, 82):
+        return n == 16  # RuPay
+    return False
+
+
+def _card_ok(digits: str) -> bool:
+    return _issuer_ok(digits) and _luhn(digits) and len(set(digits)) > 1
+
+
+def _digit_after(cls: bytes, e: int, seps: bytes) -> bool:
+    """True when position e continues a number: a letter, or a separator then a digit."""
+    c = cls[e:e + 1]
+    if c in (b"0", b"A", b"a", b"_"):
+        return True
+    return bool(c) and c in seps and cls[e + 1:e + 2] == b"0"
+
+
+def scan_cards(v: Views, prio: int, out: list[Hit]) -> None:
+    cls, text = v.cls, v.text
+    if b"0000" not in cls:
+        return
+    for m in P.card.finditer(cls):
+        s, e = m.span()
+        if 13 <= e - s <= 19 and not _digit_after(cls, e, b".-") and _card_ok(text[s:e]):
+            out.append((s, e, prio))
+    for rx, sep in ((P.card_sp, " "), (P.card_dash, "-")):
+        for m in rx.finditer(cls):
+            s, e = m.span()
+            ends = [e]
+            if e - s == 23:  # 4-4-4-4-3: the last group may be a CVV rather than digits 17-19
+                ends.append(e - 4)
+            for end in ends:
+                tail = cls[end:end + 5]
+                if tail[:1] in (b"0", b"A", b"a", b"_") or tail == (sep.encode() + b"0000"):
+                    continue
+                if _card_ok(text[s:end].replace(sep, "")):
+                    out.append((s, end, prio))
+                    break
+
+
+def scan_ssn(v: Views, prio: int, out: list[Hit]) -> None:
+    cls, text = v.cls, v.text
+    if b"-00-" not in cls:
+        return
+    for m in P.ssn.finditer(cls):
+        s, e = m.span()
+        if _digit_after(cls, e, b".-"):
+            continue
+        if _ssn_ok(text[s:e].replace("-", "")):
+            out.append((s, e, prio))
+
+
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
+    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32,
+    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31,
+    "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23,
+    "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
+
+
+def iban_valid(iban: str) -> bool:
+    """Country, length and the ISO 7064 mod-97 check of a compact upper-case IBAN."""
+    if IBAN_LENGTHS.get(iban[:2]) != len(iban):
+        return False
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def scan_iban(v: Views, prio: int, out: list[Hit]) -> None:
+    cls, text = v.cls, v.text
+    for m in P.iban.finditer(cls):
+        s, e = m.span()
+        length = IBAN_LENGTHS.get(text[s:s + 2])
+        if length is None:
+            continue
+        # Take exactly `length` characters; in the grouped form the rest of the match
+        # may be a following word or number, which must then begin after a space.
+        count, end = 0, s
+        while end < e and count < length:
+            if text[end] != " ":
+                count += 1
+            end += 1
+        if count != length or (end < e and text[end] != " ") or _digit_after(cls, end, b""):
+            continue
+        if iban_valid(text[s:end].replace(" ", "")):
+            out.append((s, end, prio))
+
+
+# --------------------------------------------------------------- plain-view rules
+
+def scan_url_password(v: Views, prio: int, out: list[Hit]) -> None:
+    b, text = v.b, v.text
+    if b"://" not in b or b"@" not in b:
+        return
+    for m in P.url_password.finditer(b):
+        s, e = m.span(2)
+        pw = text[s:e]
+        if "?" in pw or "?" in text[m.start(1):m.end(1)]:
+            continue  # a real "?" ends the authority: this "@" is in the query string
+        if S.placeholder.fullmatch(pw) or pw[0] in "$%{":
+            continue
+        out.append((s, e, prio))
+
+
+_FILE_TLDS = frozenset(
+    "png jpg jpeg gif svg webp ico bmp tif tiff js mjs cjs ts tsx jsx css scss less html htm json "
+    "yaml yml toml lock txt log csv tsv xml py pyc rb go rs java kt class c h cpp hpp o so dll exe "
+    "bin zip gz tgz bz2 xz tar whl jar war md rst pdf mp3 mp4 mov wav ttf woff woff2 map".split()
+)
+
+
+def scan_email(v: Views, prio: int, out: list[Hit]) -> None:
+    b, text = v.b, v.text
+    if b"@" not in b:
+        return
+    for m in P.email_at.finditer(b):
+        at, e = m.start(), m.end()
+        window = b[max(0, at - 65):at][::-1]
+        lm = P.email_local.match(window)
+        if lm is None:
+            continue
+        ls = at - lm.end()
+        if lm.end() == 64 and ls > 0 and P.email_local.match(b, ls - 1):
+            continue  # local part longer than 64: not an address
+        local = text[ls:at]
+        # In `b` a "?" is a real one or a non-ASCII letter (kept: josé@...); a real one
+        # is punctuation before the address.
+        q = local.rfind("?")
+        if q >= 0:
+            ls += q + 1
+            local = local[q + 1:]
+        while local and local[0] in ".-+%_":
+            ls += 1
+            local = local[1:]
+        if not local:
+            continue
+        domain = text[at + 1:e]
+        labels = domain.split(".")
+        if labels[-1].lower() in _FILE_TLDS or S.retina.fullmatch(labels[0]):
+            continue  # icon@2x.png, pkg@lib.js
+        nxt = text[e:e + 2]
+        if nxt[:1] == "(" or (nxt[:1] == ":" and nxt[1:2] not in ("", " ", "\n", "\t", "\r")):
+            continue  # method call, or scp-style git@host:org/repo
+        seg = b[max(0, ls - 256):ls]
+        i = seg.rfind(b"://")
+        if i >= 0 and not S.space_or_slash.search(seg, i + 3):
+            continue  # user@host inside a URL's authority: url_password's business
+        out.append((ls, e, prio))
+
+
+def scan_phone(v: Views, prio: int, out: list[Hit]) -> None:
+    b, text = v.b, v.text
+    if b"+" not in b:
+        return
+    for m in P.phone.finditer(b):
+        s, e = m.span()
+        number = text[s:e]
+        digits = sum(ch.isdigit() for ch in number)
+        if not 8 <= digits <= 15:
+            continue
+        if text[e:e + 1].isalnum() or "  " in number or "--" in number or ".." in number:
+            continue
+        if number.count("(") != number.count(")") or number.count("(") > 1:
+            continue
+        out.append((s, e, prio))
+
+
+def scan_pem(v: Views, prio: int, out: list[Hit]) -> None:
+    b = v.b
+    if b"-----BEGIN" not in b:
+        return
+    pos = 0
+    no_end_after = len(b) + 1  # once an END is missing, it is missing for every later BEGIN
+    while True:
+        m = P.pem_begin.search(b, pos)
+        if m is None:
+            return
+        s, hdr_end = m.span()
+        end = -1
+        if hdr_end < no_end_after:
+            i = b.find(b"-----END ", hdr_end)
+            if i < 0:
+                no_end_after = hdr_end
+            else:
+                em = P.pem_end.match(b, i)
+                end = em.end() if em else -1
+        if end < 0:
+            # A truncated paste still leaks key material: take the base64 body that follows.
+            end = P.pem_body.match(b, hdr_end).end()
+            while end > hdr_end and b[end - 1] in b" \t\r\n":
+                end -= 1
+        out.append((s, end, prio))
+        pos = max(end, hdr_end)
+
+
+def scan_literal_prefixed(v: Views, literal: bytes, rx: re.Pattern[bytes], group: int,
+                          prio: int, out: list[Hit], check: Callable[[str, int, int], bool] | None = None) -> None:
+    if literal in v.b:
+        _scan_simple(rx, v.b, v.text, group, prio, check, out)
+
+
+def _slack_webhook(v: Views, prio: int, out: list[Hit]) -> None:
+    b = v.b
+    if b"hooks.slack.com" not in b:
+        return
+    for m in P.slack_webhook.finditer(b):
+        s = m.start()
+        for scheme in (b"https://", b"http://"):
+            if b[s - len(scheme):s] == scheme:
+                s -= len(scheme)
+                break
+        out.append((s, m.end(), prio))
+
+
+def _sendgrid(v: Views, prio: int, out: list[Hit]) -> None:
+    scan_literal_prefixed(v, b"SG.", P.sendgrid, 0, prio, out,
+                          lambda text, s, e: _randomish(text[s:e]))
+
+
+def _npmrc(v: Views, prio: int, out: list[Hit]) -> None:
+    scan_literal_prefixed(v, b"_authToken", P.npmrc, 1, prio, out,
+                          lambda text, s, e: _variety(text[s:e]) >= 2)
+
+
+def markers(v: Views) -> list[tuple[int, int]]:
+    """Spans of existing [REDACTED:rule] markers, which no new redaction may touch."""
+    if b"[REDACTED:" not in v.b:
+        return []
+    return [m.span() for m in P.marker.finditer(v.b)]
+
+
+# Scanners other than the token-run dispatch: (rules they report, function(v, on, prio, out)).
+Scanner = Callable[[Views, Collection[str], dict[str, int], list[Hit]], None]
+
+
+def _one(rule: str, fn: Callable[[Views, int, list[Hit]], None]) -> tuple[tuple[str, ...], Scanner]:
+    def run(v: Views, on: Collection[str], prio: dict[str, int], out: list[Hit]) -> None:
+        fn(v, prio[rule], out)
+    return (rule,), run
+
+
+def _auth(v: Views, on: Collection[str], prio: dict[str, int], out: list[Hit]) -> None:
+    scan_auth(v, prio["bearer_token"] if "bearer_token" in on else None,
+              prio["basic_auth"] if "basic_auth" in on else None, out)
+
+
+SCANNERS: tuple[tuple[tuple[str, ...], Scanner], ...] = (
+    _one("pem_private_key", scan_pem),
+    _one("sendgrid_key", _sendgrid),
+    _one("slack_webhook", _slack_webhook),
+    _one("npm_token", _npmrc),
+    _one("aws_secret_key", scan_aws_secret),
+    _one("twilio_key", scan_twilio_ctx),
+    (("bearer_token", "basic_auth"), _auth),
+    _one("url_password", scan_url_password),
+    _one("password", scan_password),
+    _one("credit_card", scan_cards),
+    _one("iban", scan_iban),
+    _one("us_ssn", scan_ssn),
+    _one("us_ssn", scan_ssn_ctx),
+    _one("email", scan_email),
+    _one("phone", scan_phone),
+)
+
+
+def token_rules() -> Iterable[str]:
+    return (r[0] for r in _TOKEN_RULES)
