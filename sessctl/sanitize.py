@@ -39,9 +39,12 @@ Built-in rules (all on by default except `phone`):
     pypi_token        pypi-Ag... (PyPI and TestPyPI macaroons)
     bearer_token      the credentials after `Authorization: Bearer|token`
     basic_auth        the credentials after `Authorization: Basic`, when they decode to user:pass
+    api_key_header    the value of an x-api-key, api-key (Azure OpenAI), x-goog-api-key,
+                      x-auth-token, x-access-token or private-token header
     url_password      the password in scheme://user:password@host; user and host stay readable
     password          the value in password=..., "password": "...", passwd/passphrase,
-                      *_pass/*_pwd keys, --password VALUE, <password>...</password>;
+                      *_pass/*_pwd keys, "pass": ..., --password VALUE, <password>...</password>,
+                      curl -u user:PASS, mysql -pPASS;
                       references (${VAR}, %s, os.environ[...], args.password, <...>) are not
                       values, and a bare word counts only where it is a literal (.env,
                       query string, flag, YAML)
@@ -80,6 +83,7 @@ message naming the key.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -141,6 +145,7 @@ class Sanitizer:
         self._custom = custom
         self._order = _r.RULE_NAMES + tuple(c.name for c in custom)
         self._prio = {name: i for i, name in enumerate(self._order)}
+        self._labels = tuple(f"[REDACTED:{name}]" for name in self._order)
         self._on = frozenset(
             r.name for r in _r.RULES if (r.default or r.name in enable) and r.name not in disable
         )
@@ -217,7 +222,7 @@ class Sanitizer:
         hits = self._find(text)
         if not hits:
             return text, {}
-        return self._redact(text, hits)
+        return self._redact(text, hits)  # hits come sorted
 
     # ------------------------------------------------------------------ internals
 
@@ -236,24 +241,19 @@ class Sanitizer:
                 s, e = m.span(c.group)
                 if s < e:
                     hits.append((s, e, prio))
+        if hits and (self._allow or self._allow_patterns):
+            hits = [h for h in hits if not self._allowed(text, h[0], h[1])]
         if hits:
-            hits = self._drop_kept(v, hits)
+            hits.sort()
+            marks = _r.markers(v)
+            if marks:
+                hits = _outside(hits, marks)
         return hits
 
-    def _drop_kept(self, v: _r.Views, hits: list[_r.Hit]) -> list[_r.Hit]:
-        """Drop hits that touch an existing marker or that the allow-lists keep."""
-        marks = _r.markers(v)
-        text = v.text
-        kept: list[_r.Hit] = []
-        for s, e, p in hits:
-            if any(ms < e and s < me for ms, me in marks):
-                continue
-            if self._allow and any(self._allowed_literal(text, s, e, a) for a in self._allow):
-                continue
-            if self._allow_patterns and any(rx.fullmatch(text, s, e) for rx in self._allow_patterns):
-                continue
-            kept.append((s, e, p))
-        return kept
+    def _allowed(self, text: str, s: int, e: int) -> bool:
+        return any(self._allowed_literal(text, s, e, a) for a in self._allow) or any(
+            rx.fullmatch(text, s, e) for rx in self._allow_patterns
+        )
 
     @staticmethod
     def _allowed_literal(text: str, s: int, e: int, literal: str) -> bool:
@@ -266,10 +266,8 @@ class Sanitizer:
         return 0 <= i <= s
 
     def _redact(self, text: str, hits: list[_r.Hit]) -> tuple[str, dict[str, int]]:
-        if not hits:
-            return text, {}
-        hits.sort()
-        order = self._order
+        """Replace sorted hits, merging overlaps into one marker per group."""
+        order, labels = self._order, self._labels
         pieces: list[str] = []
         counts: dict[str, int] = {}
         pos = 0
@@ -281,11 +279,22 @@ class Sanitizer:
                 if p < cur_p:
                     cur_p = p
                 continue
-            name = order[cur_p]
             pieces.append(text[pos:cur_s])
-            pieces.append(f"[REDACTED:{name}]")
+            pieces.append(labels[cur_p])
+            name = order[cur_p]
             counts[name] = counts.get(name, 0) + 1
             pos = cur_e
             cur_s, cur_e, cur_p = s, e, p
         pieces.append(text[pos:])
         return "".join(pieces), counts
+
+
+def _outside(hits: list[_r.Hit], marks: list[tuple[int, int]]) -> list[_r.Hit]:
+    """Sorted hits without those touching a marker (marks: sorted, disjoint)."""
+    starts = [ms for ms, _ in marks]
+    kept = []
+    for h in hits:
+        i = bisect_left(starts, h[1]) - 1  # the last marker starting before the hit ends
+        if i < 0 or marks[i][1] <= h[0]:
+            kept.append(h)
+    return kept

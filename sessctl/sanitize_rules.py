@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, NamedTuple
 
 
@@ -91,9 +91,11 @@ RULES: tuple[RuleSpec, ...] = (
              "Authorization: Bearer FAKEtoken0000example1111", True),
     RuleSpec("basic_auth", "Basic credentials in an Authorization header (base64 of user:password)",
              "Authorization: Basic ZmFrZXVzZXI6ZmFrZXBhc3N3b3Jk", True),
+    RuleSpec("api_key_header", "secret in an API-key header (x-api-key, api-key, x-auth-token, private-token, ...)",
+             "x-api-key: FAKE0000example1111FAKE", True),
     RuleSpec("url_password", "password in scheme://user:password@host (only the password is redacted)",
              "postgres://app:FAKEpass0000@db.example.com:5432/app", True),
-    RuleSpec("password", "password / passwd / passphrase / *_pass / *_pwd assignment (the value)",
+    RuleSpec("password", "password / passwd / passphrase / *_pass / *_pwd assignment, curl -u user:PASS (the value)",
              'password = "FAKE-hunter2-example"', True),
     RuleSpec("credit_card", "payment card number: 13-19 digits, known issuer prefix, Luhn check",
              "4111 1111 1111 1111", True),
@@ -127,7 +129,7 @@ _TOK = bytes(
 class Views:
     """One text and its byte views, each computed on first use."""
 
-    __slots__ = ("text", "b", "_low", "_cls", "_tok")
+    __slots__ = ("text", "b", "_low", "_cls", "_tok", "_ini")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -136,6 +138,7 @@ class Views:
         self._low: bytes | None = None
         self._cls: bytes | None = None
         self._tok: bytes | None = None
+        self._ini: list[int] | None = None
 
     @property
     def low(self) -> bytes:
@@ -154,6 +157,14 @@ class Views:
         if self._tok is None:
             self._tok = self.b.translate(_TOK)
         return self._tok
+
+    def ini_section_before(self, pos: int) -> bool:
+        """Is there an INI-style [section] line before pos? Found once per text."""
+        if self._ini is None:
+            b = self.b
+            self._ini = [m.start() for m in P.ini_section.finditer(b)
+                         if m.start() == 0 or b[m.start() - 1] in b"\n \t"]
+        return bool(self._ini) and self._ini[0] < pos
 
 
 # ------------------------------------------------------------ lazily compiled patterns
@@ -174,12 +185,36 @@ class _Lazy:
         return rx
 
 
+def _at(hay: bytes, literal: bytes, rx: re.Pattern[bytes]) -> Iterator[re.Match[bytes]]:
+    """Non-overlapping matches of rx, which begins with `literal`, like rx.finditer(hay).
+
+    bytes.find skips through text many bytes at a time, where re's own prefix search
+    stops at every occurrence of the literal's first byte; but a Python step per
+    occurrence costs more than re's C loop when occurrences are dense and fail (an
+    adversarial "sk-sk-sk-..."), so after a run of misses re takes over.
+    """
+    find = hay.find
+    i = find(literal)
+    misses = 0
+    while i >= 0:
+        m = rx.match(hay, i)
+        if m is None:
+            misses += 1
+            if misses > 32:
+                yield from rx.finditer(hay, i + 1)
+                return
+            i = find(literal, i + 1)
+        else:
+            misses = 0
+            yield m
+            i = find(literal, m.end() if m.end() > i else i + 1)
+
+
 _T = rb"[A-Za-z0-9_-]"  # token character (base64url alphabet)
 _SEP = rb"""["'`]?[ \t]{0,16}(?::=|=>|=(?![=>])|:(?![:/]))[ \t]{0,16}["'`]?"""  # key ... = / : ... value
 
 P = _Lazy(
-    # Tokens of 16+ characters, found as literal runs in the `tok` view.
-    run=b"a" * 16 + b"a*",
+    run0=rb"0+",
     # Formats dispatched from the start of a token run (see _TOKEN_RULES).
     anthropic=rb"sk-ant-" + _T + rb"{20,}",
     openrouter=rb"sk-or-" + _T + rb"{20,}",
@@ -192,7 +227,7 @@ P = _Lazy(
     replicate=rb"r8_[A-Za-z0-9]{30,}(?!" + _T + rb")",
     perplexity=rb"pplx-[A-Za-z0-9]{32,}(?!" + _T + rb")",
     aws_access=rb"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])([A-Z0-9]{16})(?![A-Za-z0-9])",
-    github=rb"(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,244})(?![A-Za-z0-9_])",
+    github=rb"(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,244})(?![A-Za-z0-9])",
     gitlab=rb"gl(?:pat|dt|ptt|rt|cbt|oas|soat|ffct|imt|agent|ft)-" + _T + rb"{20,}(?:\.[A-Za-z0-9_-]{1,16}){0,2}",
     slack=rb"(?:xox[abposre]-[A-Za-z0-9-]{20,}|xapp-[0-9]-[A-Za-z0-9-]{20,})",
     twilio_sid=rb"SK[0-9a-f]{32}(?![A-Za-z0-9])",
@@ -207,7 +242,7 @@ P = _Lazy(
     pem_end=rb"-----END [A-Z0-9 ]{0,40}-----",
     pem_body=rb"(?:[A-Za-z0-9+/=\s]|\\[nr])*",
     # Context rules, on the lower-cased view.
-    aws_secret=rb"secret[_-]?((?:access[_-]?)?)key" + _SEP + rb"([a-z0-9/+]{40})(?![a-z0-9/+=])",
+    aws_secret=rb"secret[ _-]?((?:access[ _-]?)?)key" + _SEP + rb"([a-z0-9/+]{40})(?![a-z0-9/+=])",
     twilio_ctx=(rb"twilio[a-z_]{0,20}(?:auth[_-]?token|api[_-]?secret)" + _SEP
                 + rb"([a-z0-9]{32})(?![a-z0-9])"),
     auth=(rb"authorization[\"']?[ \t]*[:=][ \t]*[\"']?(bearer|token|basic)[ \t]+"
@@ -216,6 +251,10 @@ P = _Lazy(
               rb"(?:(:=|=>|=(?![=>])|:(?![:/]))[ \t]{0,16}|([ \t]+))"
               rb"(\"(?:[^\"\\\r\n]|\\.){0,256}\"|'(?:[^'\\\r\n]|\\.){0,256}'|`[^`\r\n]{0,256}`"
               rb"|[^\s\"'`]{1,256})"),
+    curl_user=rb"-u(?<![^\s\"'-]-u)(?:ser[ =]| ?)[\"']?[^\s:\"']{1,64}:([^\s\"']{1,128})",
+    mysql_p=rb"mysql[a-z]*[ \t](?:[^\n]{0,200}?[ \t])?-p([^\s\"']{1,128})",
+    key_header=rb"-(?:key|token)[\"']?[ \t]*[:=][ \t]*[\"']?([a-z0-9._~+/=-]{16,})",
+    ini_section=rb"\[[A-Za-z0-9_. -]{1,64}\][ \t]*(?:\r?\n|\Z)",
     password_xml=rb"<([a-z0-9_.:-]{0,32}password)>([^<\r\n]{1,256})</\1>",
     ssn_ctx=rb"ssn(?<![a-z]ssn)[ \t]*(?:[:#=-]|is|no\.?)?[ \t]*([0-9]{3}[ ]?[0-9]{2}[ ]?[0-9]{4})(?![0-9-])",
     ssn_ctx2=rb"social security(?: number| no\.?| #)?[ \t]*(?:[:#=-]|is)?[ \t]*([0-9]{3}[ ]?[0-9]{2}[ ]?[0-9]{4})(?![0-9-])",
@@ -226,9 +265,13 @@ P = _Lazy(
     ssn=rb"000-00-0000(?<![0Aa_.+/-]000-00-0000)",
     iban=rb"AA00(?<![0Aa_]AA00)(?:[A0]{10,30}|(?: [A0]{4}){2,7}(?: [A0]{1,3})?)",
     # On the plain view.
-    url_password=rb"://([^\s:/#@\[\]\"'<>]{0,64}):([^\s/#@\"'<>]{1,128})@(?=[A-Za-z0-9\[])",
+    # The password runs to the last "@" of the authority: "p@ss" typed unencoded is common.
+    url_password=rb"://([^\s:/#@\[\]\"'<>]{0,64}):([^\s/#\"'<>]{1,128})@(?=[A-Za-z0-9\[])",
+    # The second branch swallows chains like a@b@c@d@... (8+ links: never an address)
+    # in one match, so such input costs one step instead of one per "@".
     email_at=(rb"@(?<=[A-Za-z0-9._%+?-]@)"
-              rb"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"),
+              rb"(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+              rb"|[A-Za-z0-9.-]*(?:@[A-Za-z0-9.-]*){8}[A-Za-z0-9.@-]*)"),
     email_local=rb"[A-Za-z0-9._%+?-]{1,64}",
     phone=rb"\+(?<![A-Za-z0-9+)\]]\+)[1-9][0-9 ().-]{6,22}[0-9]",
     marker=rb"\[REDACTED:[a-z0-9_]{1,64}\]",
@@ -240,6 +283,7 @@ P = _Lazy(
 # Checks on the original str, also compiled on first use.
 S = _Lazy(
     digit=r"[0-9]",
+    hex32=r"[0-9a-f]{32,}",
     placeholder=r"""(?ix)
     \$\{.*\} | \$\(.*\) | \{\{.*\}\} | \{\{ | \{[a-z_][a-z0-9_.]*\} | <[^>]*> | \[[^\]]*\]
     | %\(?[a-z_]*\)?[sd] | \*+ | x{3,} | \.{3,} | …
@@ -249,34 +293,52 @@ S = _Lazy(
     cut=r"[,;&(){}\[\]<>]",
     cut_query=r"[&#]",
     retina=r"[0-9]{1,2}x",
+
     space_or_slash=rb"[\s/]",
 )
 
 
-def _variety(s: str) -> int:
-    """How many of lower case, upper case and digits occur: random tokens show 2-3."""
-    return (s != s.upper()) + (s != s.lower()) + (S.digit.search(s) is not None)
+def _variety(v: Views, s: int, e: int) -> int:
+    """How many of upper case, lower case and digits occur in [s, e): random tokens show 2-3."""
+    c = v.cls[s:e]
+    return (b"A" in c) + (b"a" in c) + (b"0" in c)
 
 
-def _randomish(s: str, min_distinct: int = 8) -> bool:
+def _randomish(v: Views, s: int, e: int, min_distinct: int = 8) -> bool:
     # Placeholders ("sk-xxxxxxxx...", "ghp_your_token_here") are one-case or repetitive.
-    return _variety(s) >= 2 and len(set(s)) >= min_distinct
+    return _variety(v, s, e) >= 2 and len(set(v.b[s:e])) >= min_distinct
 
 
-Check = Callable[[str, "re.Match[bytes]"], int]  # -> end of the redaction, or -1
+Check = Callable[["Views", "re.Match[bytes]"], int]  # -> end of the redaction, or -1
 
 
-def _ok(_text: str, m: re.Match[bytes]) -> int:
+def _ok(_v: Views, m: re.Match[bytes]) -> int:
     return m.end()
 
 
-def _random_token(text: str, m: re.Match[bytes]) -> int:
-    return m.end() if _randomish(text[m.start():m.end()]) else -1
+def _random_token(v: Views, m: re.Match[bytes]) -> int:
+    return m.end() if _randomish(v, m.start(), m.end()) else -1
 
 
-def _aws_access(text: str, m: re.Match[bytes]) -> int:
-    body = text[m.start(1):m.end(1)]
-    return m.end() if len(set(body)) > 4 else -1  # not AKIAXXXXXXXXXXXXXXXX
+def _openai(v: Views, m: re.Match[bytes]) -> int:
+    # The sk- prefix is short and shared with CSS/kebab names (--sk-color-primary-500-bg):
+    # demand all three character classes, or the hex of DeepSeek-style keys.
+    s, e = m.start() + 3, m.end()
+    if _variety(v, s, e) == 3 and len(set(v.b[s:e])) >= 8:
+        return e
+    return e if S.hex32.fullmatch(v.text, s, e) else -1
+
+
+def _aws_access(v: Views, m: re.Match[bytes]) -> int:
+    return m.end() if len(set(v.b[m.start(1):m.end(1)])) > 4 else -1  # not AKIAXXXXXXXXXXXXXXXX
+
+
+def _github(v: Views, m: re.Match[bytes]) -> int:
+    # "__ghp_...__" in markdown: the underscores after the token are emphasis.
+    end = m.end()
+    while v.b[end - 1] == 0x5F:
+        end -= 1
+    return end if _randomish(v, m.start(), end) else -1
 
 
 def _b64decode(seg: str) -> bytes | None:
@@ -286,9 +348,9 @@ def _b64decode(seg: str) -> bytes | None:
         return None
 
 
-def _jwt(text: str, m: re.Match[bytes]) -> int:
+def _jwt(v: Views, m: re.Match[bytes]) -> int:
     s, e = m.start(), m.end()
-    parts = text[s:e].split(".")
+    parts = v.text[s:e].split(".")
     header = _b64decode(parts[0])
     if not header or not header.lstrip().startswith(b"{"):
         return -1
@@ -307,7 +369,7 @@ _TOKEN_RULES: tuple[tuple[str, tuple[bytes, ...], str, Check], ...] = (
     ("jwt", (b"ey",), "jwt", _jwt),
     ("anthropic_key", (b"sk",), "anthropic", _random_token),
     ("openrouter_key", (b"sk",), "openrouter", _random_token),
-    ("openai_key", (b"sk",), "openai", _random_token),
+    ("openai_key", (b"sk",), "openai", _openai),
     ("stripe_key", (b"sk", b"rk", b"wh"), "stripe", _random_token),
     ("google_api_key", (b"AI",), "google", _random_token),
     ("huggingface_token", (b"hf",), "huggingface", _random_token),
@@ -316,7 +378,7 @@ _TOKEN_RULES: tuple[tuple[str, tuple[bytes, ...], str, Check], ...] = (
     ("replicate_token", (b"r8",), "replicate", _random_token),
     ("perplexity_key", (b"pp",), "perplexity", _random_token),
     ("aws_access_key", (b"AK", b"AS", b"AB", b"AC", b"A3"), "aws_access", _aws_access),
-    ("github_token", (b"gh", b"gi"), "github", _random_token),
+    ("github_token", (b"gh", b"gi"), "github", _github),
     ("gitlab_token", (b"gl",), "gitlab", _random_token),
     ("slack_token", (b"xo", b"xa"), "slack", _random_token),
     ("twilio_key", (b"SK",), "twilio_sid", _ok),
@@ -336,31 +398,48 @@ def build_dispatch(on: Collection[str], prio: dict[str, int]) -> Dispatch:
     return table
 
 
+_MIN_RUN = 16  # shortest token that scan_tokens dispatches (a minimal JWT header is 19)
+_RUN = b"a" * _MIN_RUN
+
+
 def scan_tokens(v: Views, dispatch: Dispatch, out: list[Hit]) -> None:
+    """Find runs of 16+ token characters and try the formats their first two select."""
     b = v.b
-    text = v.text
-    for m in P.run.finditer(v.tok):
-        s = m.start()
-        # "__ghp_...__" or "--token-..." : the token proper starts after the - and _.
-        while b[s] in b"-_" and s < m.end() - 16:
-            s += 1
-        cands = dispatch.get(b[s:s + 2])
-        if cands is None:
+    tok = v.tok
+    find = tok.find
+    covered = 0  # end of the last hit: a JWT's payload run needs no second look
+    s = find(_RUN)
+    while s >= 0:
+        run_end = find(b" ", s + _MIN_RUN)
+        if run_end < 0:
+            run_end = len(tok)
+        nxt = find(_RUN, run_end)
+        if s < covered:
+            s = nxt
             continue
-        for prio, rx, check in cands:
-            mm = rx.match(b, s)
-            if mm is not None:
-                end = check(text, mm)
-                if end > s:
-                    out.append((s, end, prio))
-                    break
+        # "__ghp_...__" or "--token-..." : the token proper starts after the - and _.
+        lead = 0
+        while b[s + lead] in b"-_" and lead < 4:
+            lead += 1
+        s += lead
+        cands = dispatch.get(b[s:s + 2])
+        if cands is not None:
+            for prio, rx, check in cands:
+                mm = rx.match(b, s)
+                if mm is not None:
+                    end = check(v, mm)
+                    if end > s:
+                        out.append((s, end, prio))
+                        covered = end
+                        break
+        s = nxt
 
 
-def _scan_simple(rx: re.Pattern[bytes], hay: bytes, text: str, group: int, prio: int,
-                 check: Callable[[str, int, int], bool] | None, out: list[Hit]) -> None:
-    for m in rx.finditer(hay):
+def _scan_simple(v: Views, rx: re.Pattern[bytes], literal: bytes, group: int, prio: int,
+                 check: Callable[[Views, int, int], bool] | None, out: list[Hit]) -> None:
+    for m in _at(v.b, literal, rx):
         s, e = m.span(group)
-        if s < e and (check is None or check(text, s, e)):
+        if s < e and (check is None or check(v, s, e)):
             out.append((s, e, prio))
 
 
@@ -383,7 +462,14 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
     k, kw_end = m.span(1)
     keyword = m.group(1)
     if keyword in (b"pass", b"pwd") and (k == 0 or low[k - 1] not in b"_.-"):
-        return None  # bare "pass"/"pwd" only as a suffix (db_pass, --pwd): not bypass, $PWD
+        # Bare "pass"/"pwd" only as a suffix (db_pass, --pwd), as a quoted key
+        # ("pass": ...) or as a YAML "pwd:" line: not bypass, compass, $PWD, "pass: 12".
+        q = low[k - 1:k] if k else b""
+        quoted = q in (b'"', b"'") and low[kw_end:kw_end + 1] == q
+        yaml_pwd = (keyword == b"pwd" and m.group(2) == b":" and (k == 0 or low[k - 1] in b"\n \t")
+                    and low[m.start(4):m.start(4) + 1] not in (b"/", b"~"))
+        if not (quoted or yaml_pwd):
+            return None
     key_start = k
     while key_start > 0 and low[key_start - 1] in _KEY_CHARS:
         key_start -= 1
@@ -400,9 +486,13 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
         if not inner.strip() or S.placeholder.fullmatch(inner):
             return None
         return vs + 1, ve - 1
-    nl = low.rfind(b"\n", max(0, key_start - 200), key_start)
-    words = low[nl + 1:key_start].split()
-    line_start = not words or words[-1] in _ENV_WORDS
+    floor = max(0, key_start - 200)
+    nl = low.rfind(b"\n", floor, key_start)
+    if nl < 0 and floor > 0:
+        line_start = False  # more than 200 characters into a line: not a KEY=value line
+    else:
+        words = low[nl + 1:key_start].split()
+        line_start = not words or words[-1] in _ENV_WORDS
     query = key_start > 0 and low[key_start - 1] in b"?&"
     value = raw
     cut = None if (line_start or flag) else S.cut_query if query else S.cut
@@ -414,6 +504,9 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
         return None
     if value[0] in "$%{<:?@!&*=#\\":
         return None  # ${VAR}, %s, :param, ?, @Value, !vault: references, not literals
+    head = S.ident.match(value)
+    if head and value[head.end():head.end() + 1] in ("(", "["):
+        return None  # getpass(), os.environ[...], Optional[str]: code, not a literal
     ve = vs + len(value)
     if S.ident.fullmatch(value):
         if "." in value or text[ve:ve + 1] in ("(", "["):
@@ -422,10 +515,10 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
             # A bare word is a literal in .env, a query string, a flag or a YAML line,
             # but a variable in code (password=password, password = secret).
             tight = low[kw_end:vs].strip(b"\"'`") in (b"=", b":")
-            eol = low.find(b"\n", ve)
-            rest = low[ve:eol if eol >= 0 else len(low)].strip()
+            rest = low[ve:ve + 64].split(b"\n", 1)[0].strip()  # bounded: no rescanning long lines
             yaml_like = op == b":" and (not rest or rest[:1] in (b",", b"}", b"#"))
-            if not (flag or query or yaml_like or (line_start and tight and op == b"=")):
+            ini = line_start and v.ini_section_before(key_start)
+            if not (flag or query or yaml_like or ini or (line_start and tight and op == b"=")):
                 return None
     return vs, ve
 
@@ -433,10 +526,11 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
 def scan_password(v: Views, prio: int, out: list[Hit]) -> None:
     low = v.low
     if b"pass" in low or b"pwd" in low:
-        for m in P.password.finditer(low):
-            span = _password_value(v, m)
-            if span is not None:
-                out.append((span[0], span[1], prio))
+        for literal in (b"pass", b"pwd"):
+            for m in _at(low, literal, P.password):
+                span = _password_value(v, m)
+                if span is not None:
+                    out.append((span[0], span[1], prio))
         if b"password>" in low:
             for m in P.password_xml.finditer(low):
                 s, e = m.span(2)
@@ -445,23 +539,63 @@ def scan_password(v: Views, prio: int, out: list[Hit]) -> None:
                     out.append((s, e, prio))
 
 
+def scan_curl_user(v: Views, prio: int, out: list[Hit]) -> None:
+    """curl/wget -u user:password, --user user:password, mysql -pPASSWORD (the password)."""
+    b, low, text = v.b, v.low, v.text
+    if b"mysql" in low:
+        for m in _at(low, b"mysql", P.mysql_p):
+            s, e = m.span(1)
+            # -p glued to its value is the password; -P3306 (capital) is the port.
+            if text[s - 1] == "p" and text[s] not in "$%{<" and not S.placeholder.fullmatch(text[s:e]):
+                out.append((s, e, prio))
+    if b"-u" not in b:
+        return
+    for m in _at(b, b"-u", P.curl_user):
+        s, e = m.span(1)
+        pw = v.text[s:e]
+        if pw[0] in "$%{<" or S.placeholder.fullmatch(pw):
+            continue
+        out.append((s, e, prio))
+
+
+_KEY_HEADERS = (b"x-api-key", b"api-key", b"x-goog-api-key", b"ocp-apim-subscription-key",
+                b"x-auth-token", b"x-access-token", b"private-token", b"x-apikey")
+
+
+def scan_key_header(v: Views, prio: int, out: list[Hit]) -> None:
+    """x-api-key: ..., api-key: ... (Azure OpenAI), private-token: ... (GitLab)."""
+    low, text = v.low, v.text
+    for m in (*_at(low, b"-key", P.key_header), *_at(low, b"-token", P.key_header)):
+        start = m.start() + 1
+        name_start = start
+        while name_start > 0 and low[name_start - 1] in _KEY_CHARS:
+            name_start -= 1
+        name = low[name_start:m.start()] + (b"-key" if low.startswith(b"-key", m.start()) else b"-token")
+        if name not in _KEY_HEADERS:
+            continue
+        s, e = m.span(1)
+        value = text[s:e]
+        if _randomish(v, s, e, 8) and not S.placeholder.fullmatch(value):
+            out.append((s, e, prio))
+
+
 def scan_aws_secret(v: Views, prio: int, out: list[Hit]) -> None:
     low = v.low
     if b"secret" not in low:
         return
-    for m in P.aws_secret.finditer(low):
+    for m in _at(low, b"secret", P.aws_secret):
         if not m.group(1) and b"aws" not in low[max(0, m.start() - 12):m.start()]:
             continue  # a bare secret_key = "..." is not AWS's unless the key says so
         s, e = m.span(2)
-        if _variety(v.text[s:e]) >= 2:
+        if _variety(v, s, e) >= 2:
             out.append((s, e, prio))
 
 
 def scan_twilio_ctx(v: Views, prio: int, out: list[Hit]) -> None:
     if b"twilio" in v.low:
-        for m in P.twilio_ctx.finditer(v.low):
+        for m in _at(v.low, b"twilio", P.twilio_ctx):
             s, e = m.span(1)
-            if _variety(v.text[s:e]) >= 2:
+            if _variety(v, s, e) >= 2:
                 out.append((s, e, prio))
 
 
@@ -470,7 +604,7 @@ def scan_auth(v: Views, bearer: int | None, basic: int | None, out: list[Hit]) -
     if b"authorization" not in low:
         return
     text = v.text
-    for m in P.auth.finditer(low):
+    for m in _at(low, b"authorization", P.auth):
         s, e = m.span(2)
         value = text[s:e]
         if m.group(1) == b"basic":
@@ -480,7 +614,7 @@ def scan_auth(v: Views, bearer: int | None, basic: int | None, out: list[Hit]) -
             if decoded and b":" in decoded and all(32 <= c < 127 for c in decoded):
                 out.append((s, e, basic))
         elif bearer is not None:
-            if len(value) >= 12 and _randomish(value, 6) and not S.placeholder.fullmatch(value):
+            if len(value) >= 12 and _randomish(v, s, e, 6) and not S.placeholder.fullmatch(value):
                 out.append((s, e, bearer))
 
 
@@ -496,7 +630,7 @@ def scan_ssn_ctx(v: Views, prio: int, out: list[Hit]) -> None:
     low = v.low
     for literal, rx in ((b"ssn", P.ssn_ctx), (b"social security", P.ssn_ctx2)):
         if literal in low:
-            for m in rx.finditer(low):
+            for m in _at(low, literal, rx):
                 s, e = m.span(1)
                 if _ssn_ok(v.text[s:e].replace(" ", "")):
                     out.append((s, e, prio))
@@ -504,15 +638,13 @@ def scan_ssn_ctx(v: Views, prio: int, out: list[Hit]) -> None:
 
 # ------------------------------------------------------------ structure rules (cls)
 
+_DOUBLE = str.maketrans("0123456789", "0246813579")  # 2d, minus 9 when above 9
+
+
 def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i & 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
+    # Sums of ASCII codes stay in C; every digit contributes 48 too much.
+    kept, doubled = digits[-1::-2], digits[-2::-2].translate(_DOUBLE)
+    total = sum(kept.encode()) + sum(doubled.encode()) - 48 * len(digits)
     return total % 10 == 0
 
 
@@ -546,23 +678,28 @@ def _card_ok(digits: str) -> bool:
 
 
 def _digit_after(cls: bytes, e: int, seps: bytes) -> bool:
-    """True when position e continues a number: a letter, or a separator then a digit."""
+    """True when position e continues a number or code: an alphanumeric, or a separator
+    then an alphanumeric (4111111111111111.5, 123-45-6789-A)."""
     c = cls[e:e + 1]
     if c in (b"0", b"A", b"a", b"_"):
         return True
-    return bool(c) and c in seps and cls[e + 1:e + 2] == b"0"
+    return bool(c) and c in seps and cls[e + 1:e + 2] in (b"0", b"A", b"a")
 
 
 def scan_cards(v: Views, prio: int, out: list[Hit]) -> None:
     cls, text = v.cls, v.text
     if b"0000" not in cls:
         return
-    for m in P.card.finditer(cls):
-        s, e = m.span()
-        if 13 <= e - s <= 19 and not _digit_after(cls, e, b".-") and _card_ok(text[s:e]):
+    find = cls.find
+    s = find(b"0000000000000")
+    while s >= 0:
+        e = P.run0.match(cls, s).end()  # the whole digit run: its inside is never revisited
+        if (13 <= e - s <= 19 and (s == 0 or cls[s - 1] not in b"0Aa_.+-")
+                and not _digit_after(cls, e, b".-") and _card_ok(text[s:e])):
             out.append((s, e, prio))
-    for rx, sep in ((P.card_sp, " "), (P.card_dash, "-")):
-        for m in rx.finditer(cls):
+        s = find(b"0000000000000", e)
+    for rx, sep, literal in ((P.card_sp, " ", b"0000 0"), (P.card_dash, "-", b"0000-0")):
+        for m in _at(cls, literal, rx):
             s, e = m.span()
             ends = [e]
             if e - s == 23:  # 4-4-4-4-3: the last group may be a CVV rather than digits 17-19
@@ -580,7 +717,7 @@ def scan_ssn(v: Views, prio: int, out: list[Hit]) -> None:
     cls, text = v.cls, v.text
     if b"-00-" not in cls:
         return
-    for m in P.ssn.finditer(cls):
+    for m in _at(cls, b"000-00-0000", P.ssn):
         s, e = m.span()
         if _digit_after(cls, e, b".-"):
             continue
@@ -602,29 +739,28 @@ IBAN_LENGTHS = {
 }
 
 
+_IBAN_DIGITS = {ord(c): str(int(c, 36)) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+
+
 def iban_valid(iban: str) -> bool:
     """Country, length and the ISO 7064 mod-97 check of a compact upper-case IBAN."""
-    if IBAN_LENGTHS.get(iban[:2]) != len(iban):
+    if IBAN_LENGTHS.get(iban[:2]) != len(iban) or not "02" <= iban[2:4] <= "98":
         return False
-    rearranged = iban[4:] + iban[:4]
-    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+    return int((iban[4:] + iban[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
 def scan_iban(v: Views, prio: int, out: list[Hit]) -> None:
     cls, text = v.cls, v.text
-    for m in P.iban.finditer(cls):
+    for m in _at(cls, b"AA00", P.iban):
         s, e = m.span()
         length = IBAN_LENGTHS.get(text[s:s + 2])
         if length is None:
             continue
         # Take exactly `length` characters; in the grouped form the rest of the match
         # may be a following word or number, which must then begin after a space.
-        count, end = 0, s
-        while end < e and count < length:
-            if text[end] != " ":
-                count += 1
-            end += 1
-        if count != length or (end < e and text[end] != " ") or _digit_after(cls, end, b""):
+        grouped = cls[s + 4:s + 5] == b" "
+        end = s + length + ((length - 1) // 4 if grouped else 0)
+        if end > e or (end < e and text[end] != " ") or _digit_after(cls, end, b""):
             continue
         if iban_valid(text[s:end].replace(" ", "")):
             out.append((s, end, prio))
@@ -636,7 +772,7 @@ def scan_url_password(v: Views, prio: int, out: list[Hit]) -> None:
     b, text = v.b, v.text
     if b"://" not in b or b"@" not in b:
         return
-    for m in P.url_password.finditer(b):
+    for m in _at(b, b"://", P.url_password):
         s, e = m.span(2)
         pw = text[s:e]
         if "?" in pw or "?" in text[m.start(1):m.end(1)]:
@@ -653,12 +789,26 @@ _FILE_TLDS = frozenset(
 )
 
 
+_SSH_WORDS = frozenset((b"ssh", b"scp", b"sftp", b"rsync", b"mosh", b"autossh", b"ssh-copy-id"))
+
+
+def _ssh_line(b: bytes, pos: int) -> bool:
+    """Is pos on a command line that starts with ssh, scp, rsync...?"""
+    nl = b.rfind(b"\n", max(0, pos - 300), pos)
+    words = b[nl + 1 if nl >= 0 else max(0, pos - 300):pos].split()
+    if words and words[0] in (b"$", b"#", b">"):
+        words = words[1:]
+    return bool(words) and words[0] in _SSH_WORDS
+
+
 def scan_email(v: Views, prio: int, out: list[Hit]) -> None:
     b, text = v.b, v.text
     if b"@" not in b:
         return
     for m in P.email_at.finditer(b):
         at, e = m.start(), m.end()
+        if b.find(b"@", at + 1, e) >= 0:
+            continue  # the chain branch
         window = b[max(0, at - 65):at][::-1]
         lm = P.email_local.match(window)
         if lm is None:
@@ -685,6 +835,8 @@ def scan_email(v: Views, prio: int, out: list[Hit]) -> None:
         nxt = text[e:e + 2]
         if nxt[:1] == "(" or (nxt[:1] == ":" and nxt[1:2] not in ("", " ", "\n", "\t", "\r")):
             continue  # method call, or scp-style git@host:org/repo
+        if _ssh_line(b, ls):
+            continue  # ssh deploy@host.example.com: a login on a host, not an address
         seg = b[max(0, ls - 256):ls]
         i = seg.rfind(b"://")
         if i >= 0 and not S.space_or_slash.search(seg, i + 3):
@@ -716,10 +868,14 @@ def scan_pem(v: Views, prio: int, out: list[Hit]) -> None:
     pos = 0
     no_end_after = len(b) + 1  # once an END is missing, it is missing for every later BEGIN
     while True:
-        m = P.pem_begin.search(b, pos)
-        if m is None:
+        s = b.find(b"-----BEGIN ", pos)
+        if s < 0:
             return
-        s, hdr_end = m.span()
+        m = P.pem_begin.match(b, s)
+        if m is None:
+            pos = s + 1
+            continue
+        hdr_end = m.end()
         end = -1
         if hdr_end < no_end_after:
             i = b.find(b"-----END ", hdr_end)
@@ -738,16 +894,15 @@ def scan_pem(v: Views, prio: int, out: list[Hit]) -> None:
 
 
 def scan_literal_prefixed(v: Views, literal: bytes, rx: re.Pattern[bytes], group: int,
-                          prio: int, out: list[Hit], check: Callable[[str, int, int], bool] | None = None) -> None:
-    if literal in v.b:
-        _scan_simple(rx, v.b, v.text, group, prio, check, out)
+                          prio: int, out: list[Hit], check: Callable[[Views, int, int], bool] | None = None) -> None:
+    _scan_simple(v, rx, literal, group, prio, check, out)
 
 
 def _slack_webhook(v: Views, prio: int, out: list[Hit]) -> None:
     b = v.b
     if b"hooks.slack.com" not in b:
         return
-    for m in P.slack_webhook.finditer(b):
+    for m in _at(b, b"hooks.slack.com", P.slack_webhook):
         s = m.start()
         for scheme in (b"https://", b"http://"):
             if b[s - len(scheme):s] == scheme:
@@ -758,19 +913,19 @@ def _slack_webhook(v: Views, prio: int, out: list[Hit]) -> None:
 
 def _sendgrid(v: Views, prio: int, out: list[Hit]) -> None:
     scan_literal_prefixed(v, b"SG.", P.sendgrid, 0, prio, out,
-                          lambda text, s, e: _randomish(text[s:e]))
+                          _randomish)
 
 
 def _npmrc(v: Views, prio: int, out: list[Hit]) -> None:
     scan_literal_prefixed(v, b"_authToken", P.npmrc, 1, prio, out,
-                          lambda text, s, e: _variety(text[s:e]) >= 2)
+                          lambda v, s, e: _variety(v, s, e) >= 2)
 
 
 def markers(v: Views) -> list[tuple[int, int]]:
     """Spans of existing [REDACTED:rule] markers, which no new redaction may touch."""
     if b"[REDACTED:" not in v.b:
         return []
-    return [m.span() for m in P.marker.finditer(v.b)]
+    return [m.span() for m in _at(v.b, b"[REDACTED:", P.marker)]
 
 
 # Scanners other than the token-run dispatch: (rules they report, function(v, on, prio, out)).
@@ -796,6 +951,8 @@ SCANNERS: tuple[tuple[tuple[str, ...], Scanner], ...] = (
     _one("aws_secret_key", scan_aws_secret),
     _one("twilio_key", scan_twilio_ctx),
     (("bearer_token", "basic_auth"), _auth),
+    _one("api_key_header", scan_key_header),
+    _one("password", scan_curl_user),
     _one("url_password", scan_url_password),
     _one("password", scan_password),
     _one("credit_card", scan_cards),
