@@ -240,7 +240,11 @@ P = _Lazy(
     npmrc=rb"_authToken[ \t]*=[ \t]*[\"']?([A-Za-z0-9._~+/=-]{16,})",
     pem_begin=rb"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----",
     pem_end=rb"-----END [A-Z0-9 ]{0,40}-----",
-    pem_body=rb"(?:[A-Za-z0-9+/=\s]|\\[nr])*",
+    # Where a truncated key ends: runs of base64 after whitespace or JSON-escaped
+    # newlines, 16+ characters (a key's lines are 64) or a short last one with "="
+    # padding. Prose words are shorter, so the prose after a cut paste survives.
+    pem_body=(rb"(?:(?:\s+|(?:\\r)?\\n)(?:[A-Za-z0-9+/=]{16,}|[A-Za-z0-9+/]{1,15}={1,2})"
+              rb"(?![A-Za-z0-9+/=]))*"),
     # Context rules, on the lower-cased view.
     aws_secret=rb"secret[ _-]?((?:access[ _-]?)?)key" + _SEP + rb"([a-z0-9/+]{40})(?![a-z0-9/+=])",
     twilio_ctx=(rb"twilio[a-z_]{0,20}(?:auth[_-]?token|api[_-]?secret)" + _SEP
@@ -267,10 +271,10 @@ P = _Lazy(
     # On the plain view.
     # The password runs to the last "@" of the authority: "p@ss" typed unencoded is common.
     url_password=rb"://([^\s:/#@\[\]\"'<>]{0,64}):([^\s/#\"'<>]{1,128})@(?=[A-Za-z0-9\[])",
-    # The second branch swallows chains like a@b@c@d@... (8+ links: never an address)
-    # in one match, so such input costs one step instead of one per "@".
-    email_at=(rb"@(?<=[A-Za-z0-9._%+?-]@)"
-              rb"(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+    # The second branch swallows chains like a@b@c@d@... or @@@@... (8+ links: never
+    # an address) in one match, so such input costs one step instead of one per "@".
+    email_at=(rb"@(?:(?<=[A-Za-z0-9._%+?-]@)"
+              rb"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9-])"
               rb"|[A-Za-z0-9.-]*(?:@[A-Za-z0-9.-]*){8}[A-Za-z0-9.@-]*)"),
     email_local=rb"[A-Za-z0-9._%+?-]{1,64}",
     phone=rb"\+(?<![A-Za-z0-9+)\]]\+)[1-9][0-9 ().-]{6,22}[0-9]",
@@ -295,6 +299,7 @@ S = _Lazy(
     retina=r"[0-9]{1,2}x",
 
     space_or_slash=rb"[\s/]",
+    shell_sep=rb"[;|&]",
 )
 
 
@@ -305,8 +310,12 @@ def _variety(v: Views, s: int, e: int) -> int:
 
 
 def _randomish(v: Views, s: int, e: int, min_distinct: int = 8) -> bool:
-    # Placeholders ("sk-xxxxxxxx...", "ghp_your_token_here") are one-case or repetitive.
-    return _variety(v, s, e) >= 2 and len(set(v.b[s:e])) >= min_distinct
+    # Placeholders ("sk-xxxxxxxx...", "ghp_your_token_here") are one-case or repetitive;
+    # a long token showing all three classes is random enough without counting.
+    variety = _variety(v, s, e)
+    if variety == 3 and e - s >= 32:
+        return True
+    return variety >= 2 and len(set(v.b[s:e])) >= min_distinct
 
 
 Check = Callable[["Views", "re.Match[bytes]"], int]  # -> end of the redaction, or -1
@@ -525,31 +534,27 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
 
 def scan_password(v: Views, prio: int, out: list[Hit]) -> None:
     low = v.low
-    if b"pass" in low or b"pwd" in low:
-        for literal in (b"pass", b"pwd"):
-            for m in _at(low, literal, P.password):
-                span = _password_value(v, m)
-                if span is not None:
-                    out.append((span[0], span[1], prio))
-        if b"password>" in low:
-            for m in P.password_xml.finditer(low):
-                s, e = m.span(2)
-                inner = v.text[s:e].strip()
-                if inner and not S.placeholder.fullmatch(inner):
-                    out.append((s, e, prio))
+    for literal in (b"pass", b"pwd"):
+        for m in _at(low, literal, P.password):
+            span = _password_value(v, m)
+            if span is not None:
+                out.append((span[0], span[1], prio))
+    if b"password>" in low:
+        for m in P.password_xml.finditer(low):
+            s, e = m.span(2)
+            inner = v.text[s:e].strip()
+            if inner and not S.placeholder.fullmatch(inner):
+                out.append((s, e, prio))
 
 
 def scan_curl_user(v: Views, prio: int, out: list[Hit]) -> None:
     """curl/wget -u user:password, --user user:password, mysql -pPASSWORD (the password)."""
     b, low, text = v.b, v.low, v.text
-    if b"mysql" in low:
-        for m in _at(low, b"mysql", P.mysql_p):
-            s, e = m.span(1)
-            # -p glued to its value is the password; -P3306 (capital) is the port.
-            if text[s - 1] == "p" and text[s] not in "$%{<" and not S.placeholder.fullmatch(text[s:e]):
-                out.append((s, e, prio))
-    if b"-u" not in b:
-        return
+    for m in _at(low, b"mysql", P.mysql_p):
+        s, e = m.span(1)
+        # -p glued to its value is the password; -P3306 (capital) is the port.
+        if text[s - 1] == "p" and text[s] not in "$%{<" and not S.placeholder.fullmatch(text[s:e]):
+            out.append((s, e, prio))
     for m in _at(b, b"-u", P.curl_user):
         s, e = m.span(1)
         pw = v.text[s:e]
@@ -581,8 +586,6 @@ def scan_key_header(v: Views, prio: int, out: list[Hit]) -> None:
 
 def scan_aws_secret(v: Views, prio: int, out: list[Hit]) -> None:
     low = v.low
-    if b"secret" not in low:
-        return
     for m in _at(low, b"secret", P.aws_secret):
         if not m.group(1) and b"aws" not in low[max(0, m.start() - 12):m.start()]:
             continue  # a bare secret_key = "..." is not AWS's unless the key says so
@@ -592,17 +595,14 @@ def scan_aws_secret(v: Views, prio: int, out: list[Hit]) -> None:
 
 
 def scan_twilio_ctx(v: Views, prio: int, out: list[Hit]) -> None:
-    if b"twilio" in v.low:
-        for m in _at(v.low, b"twilio", P.twilio_ctx):
-            s, e = m.span(1)
-            if _variety(v, s, e) >= 2:
-                out.append((s, e, prio))
+    for m in _at(v.low, b"twilio", P.twilio_ctx):
+        s, e = m.span(1)
+        if _variety(v, s, e) >= 2:
+            out.append((s, e, prio))
 
 
 def scan_auth(v: Views, bearer: int | None, basic: int | None, out: list[Hit]) -> None:
     low = v.low
-    if b"authorization" not in low:
-        return
     text = v.text
     for m in _at(low, b"authorization", P.auth):
         s, e = m.span(2)
@@ -629,11 +629,10 @@ def _ssn_ok(digits: str) -> bool:
 def scan_ssn_ctx(v: Views, prio: int, out: list[Hit]) -> None:
     low = v.low
     for literal, rx in ((b"ssn", P.ssn_ctx), (b"social security", P.ssn_ctx2)):
-        if literal in low:
-            for m in _at(low, literal, rx):
-                s, e = m.span(1)
-                if _ssn_ok(v.text[s:e].replace(" ", "")):
-                    out.append((s, e, prio))
+        for m in _at(low, literal, rx):
+            s, e = m.span(1)
+            if _ssn_ok(v.text[s:e].replace(" ", "")):
+                out.append((s, e, prio))
 
 
 # ------------------------------------------------------------ structure rules (cls)
@@ -688,8 +687,6 @@ def _digit_after(cls: bytes, e: int, seps: bytes) -> bool:
 
 def scan_cards(v: Views, prio: int, out: list[Hit]) -> None:
     cls, text = v.cls, v.text
-    if b"0000" not in cls:
-        return
     find = cls.find
     s = find(b"0000000000000")
     while s >= 0:
@@ -715,8 +712,6 @@ def scan_cards(v: Views, prio: int, out: list[Hit]) -> None:
 
 def scan_ssn(v: Views, prio: int, out: list[Hit]) -> None:
     cls, text = v.cls, v.text
-    if b"-00-" not in cls:
-        return
     for m in _at(cls, b"000-00-0000", P.ssn):
         s, e = m.span()
         if _digit_after(cls, e, b".-"):
@@ -770,8 +765,6 @@ def scan_iban(v: Views, prio: int, out: list[Hit]) -> None:
 
 def scan_url_password(v: Views, prio: int, out: list[Hit]) -> None:
     b, text = v.b, v.text
-    if b"://" not in b or b"@" not in b:
-        return
     for m in _at(b, b"://", P.url_password):
         s, e = m.span(2)
         pw = text[s:e]
@@ -794,17 +787,19 @@ _SSH_WORDS = frozenset((b"ssh", b"scp", b"sftp", b"rsync", b"mosh", b"autossh", 
 
 def _ssh_line(b: bytes, pos: int) -> bool:
     """Is pos on a command line that starts with ssh, scp, rsync...?"""
-    nl = b.rfind(b"\n", max(0, pos - 300), pos)
-    words = b[nl + 1 if nl >= 0 else max(0, pos - 300):pos].split()
+    start = b.rfind(b"\n", max(0, pos - 300), pos) + 1 or max(0, pos - 300)
+    words = b[start:min(pos, start + 40)].split(None, 2)
     if words and words[0] in (b"$", b"#", b">"):
         words = words[1:]
-    return bool(words) and words[0] in _SSH_WORDS
+    # ...and the same command: "ssh host; mail jane@example.com" is not.
+    return bool(words) and words[0] in _SSH_WORDS and not S.shell_sep.search(b, start, pos)
 
 
 def scan_email(v: Views, prio: int, out: list[Hit]) -> None:
     b, text = v.b, v.text
     if b"@" not in b:
         return
+    urls = b"://" in b  # most texts can skip the URL-authority check entirely
     for m in P.email_at.finditer(b):
         at, e = m.start(), m.end()
         if b.find(b"@", at + 1, e) >= 0:
@@ -837,10 +832,10 @@ def scan_email(v: Views, prio: int, out: list[Hit]) -> None:
             continue  # method call, or scp-style git@host:org/repo
         if _ssh_line(b, ls):
             continue  # ssh deploy@host.example.com: a login on a host, not an address
-        seg = b[max(0, ls - 256):ls]
-        i = seg.rfind(b"://")
-        if i >= 0 and not S.space_or_slash.search(seg, i + 3):
-            continue  # user@host inside a URL's authority: url_password's business
+        if urls:
+            i = b.rfind(b"://", max(0, ls - 256), ls)
+            if i >= 0 and not S.space_or_slash.search(b, i + 3, ls):
+                continue  # user@host inside a URL's authority: url_password's business
         out.append((ls, e, prio))
 
 
@@ -866,7 +861,10 @@ def scan_pem(v: Views, prio: int, out: list[Hit]) -> None:
     if b"-----BEGIN" not in b:
         return
     pos = 0
-    no_end_after = len(b) + 1  # once an END is missing, it is missing for every later BEGIN
+    # The next well-formed END line at or after `searched`; -1 when there is none. Kept
+    # between BEGINs so that no stretch of text is searched twice (malformed ENDs and
+    # BEGIN after BEGIN would otherwise make this quadratic).
+    end_at, end_end, searched = -1, -1, 0
     while True:
         s = b.find(b"-----BEGIN ", pos)
         if s < 0:
@@ -876,14 +874,18 @@ def scan_pem(v: Views, prio: int, out: list[Hit]) -> None:
             pos = s + 1
             continue
         hdr_end = m.end()
-        end = -1
-        if hdr_end < no_end_after:
-            i = b.find(b"-----END ", hdr_end)
-            if i < 0:
-                no_end_after = hdr_end
-            else:
+        if end_at < hdr_end and searched <= hdr_end:
+            end_at, i = -1, b.find(b"-----END ", hdr_end)
+            while i >= 0:
                 em = P.pem_end.match(b, i)
-                end = em.end() if em else -1
+                if em:
+                    end_at, end_end = i, em.end()
+                    break
+                i = b.find(b"-----END ", i + 1)
+            searched = len(b) if end_at < 0 else end_at
+        end = end_end if end_at >= hdr_end else -1
+        if end >= 0 and b.find(b"-----BEGIN ", hdr_end, end_at) >= 0:
+            end = -1  # that END closes a later block: this one was cut short
         if end < 0:
             # A truncated paste still leaks key material: take the base64 body that follows.
             end = P.pem_body.match(b, hdr_end).end()

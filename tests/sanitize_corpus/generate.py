@@ -524,6 +524,7 @@ def positives() -> list[dict[str, str]]:
     add("us_ssn", "321-54-9870", "applicant ssn=321-54-9870;", "log")
     add("email", "josé.garcía@example.es", "Escríbeme a josé.garcía@example.es, gracias.", "prose")
     add("email", "ops+alerts@status.example.com", "mailto:ops+alerts@status.example.com", "url")
+    add("email", (t := email()), f"ssh -p 2222 deploy@bastion.example.com; echo done | mail {t}", "shell")
     add("twilio_key", (t := rnd(HEX, 32)), f"TWILIO_ACCOUNT_SID=AC{rnd(HEX, 32)}\nTWILIO_AUTH_TOKEN={t}\n", "env")
     add("twilio_key", (t := rnd(B62, 32)), f'twilio_api_secret: "{t}"', "yaml")
     add("npm_token", (t := f"{rnd(HEX, 8)}-{rnd(HEX, 4)}-{rnd(HEX, 4)}-{rnd(HEX, 4)}-{rnd(HEX, 12)}"),
