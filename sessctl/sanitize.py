@@ -48,8 +48,9 @@ Built-in rules (all on by default except `phone`):
                       references (${VAR}, %s, os.environ[...], args.password, <...>) are not
                       values, and a bare word counts only where it is a literal (.env,
                       query string, flag, YAML)
-    credit_card       13-19 digits, contiguous or grouped by spaces or dashes, with a known
-                      issuer prefix for the length and a valid Luhn checksum
+    credit_card       13-19 digits grouped by spaces or dashes (4-4-4-4, 4-6-5, ...), or
+                      13-16 unseparated, with a known issuer prefix for the length and a
+                      valid Luhn checksum (17-19 unseparated digits are mostly 64-bit ints)
     iban              country code, that country's length and a valid ISO 7064 mod-97
                       check; compact or in groups of four
     us_ssn            ddd-dd-dddd with area not 000/666/9xx, group not 00, serial not

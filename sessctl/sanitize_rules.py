@@ -97,7 +97,7 @@ RULES: tuple[RuleSpec, ...] = (
              "postgres://app:FAKEpass0000@db.example.com:5432/app", True),
     RuleSpec("password", "password / passwd / passphrase / *_pass / *_pwd assignment, curl -u user:PASS (the value)",
              'password = "FAKE-hunter2-example"', True),
-    RuleSpec("credit_card", "payment card number: 13-19 digits, known issuer prefix, Luhn check",
+    RuleSpec("credit_card", "payment card number: known issuer prefix and length, Luhn check",
              "4111 1111 1111 1111", True),
     RuleSpec("iban", "IBAN: known country and length, mod-97 check",
              "GB82 WEST 1234 5698 7654 32", True),
@@ -163,7 +163,7 @@ class Views:
         if self._ini is None:
             b = self.b
             self._ini = [m.start() for m in P.ini_section.finditer(b)
-                         if m.start() == 0 or b[m.start() - 1] in b"\n \t"]
+                         if m.start() == 0 or b[m.start() - 1] == 0x0A]  # column 0 only
         return bool(self._ini) and self._ini[0] < pos
 
 
@@ -239,6 +239,7 @@ P = _Lazy(
     slack_webhook=rb"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]{16,}",
     npmrc=rb"_authToken[ \t]*=[ \t]*[\"']?([A-Za-z0-9._~+/=-]{16,})",
     pem_begin=rb"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----",
+    b64_16=rb"[A-Za-z0-9+/]{16}",
     pem_end=rb"-----END [A-Z0-9 ]{0,40}-----",
     # Where a truncated key ends: runs of base64 after whitespace or JSON-escaped
     # newlines, 16+ characters (a key's lines are 64) or a short last one with "="
@@ -287,10 +288,12 @@ P = _Lazy(
 # Checks on the original str, also compiled on first use.
 S = _Lazy(
     digit=r"[0-9]",
+    field_name=r"(?i)[a-z_]*(?:pass|pwd)[a-z_]*",
     hex32=r"[0-9a-f]{32,}",
     placeholder=r"""(?ix)
     \$\{.*\} | \$\(.*\) | \{\{.*\}\} | \{\{ | \{[a-z_][a-z0-9_.]*\} | <[^>]*> | \[[^\]]*\]
-    | %\(?[a-z_]*\)?[sd] | \*+ | x{3,} | \.{3,} | …
+    | (?:[:@/\ ._-]*(?:%[sdr]|%\([a-z_]+\)[sdr]|\{[a-z_0-9]*\}))+[:@/\ ._-]*  # "%s:%s", "{}:{}"
+    | \*+ | x{3,} | \.{3,} | …
     | \$[a-z_][a-z0-9_]* | env\(.*\) | (?:your|my)[_ -]?(?:db[_ -]?)?(?:password|pass|pwd|secret)(?:[_ -]?here)?
     """,
     ident=r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*",
@@ -492,8 +495,12 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
         return None  # "the password hunter2 leaked" is prose; "--password hunter2" a flag
     if raw[:1] in "\"'`":
         inner = raw[1:-1]
-        if not inner.strip() or S.placeholder.fullmatch(inner):
-            return None
+        if not inner.strip() or S.placeholder.fullmatch(inner) or "\\n" in inner:
+            return None  # an escaped newline: prose or a docstring, not a password
+        if keyword == b"pass" and " " in inner:
+            return None  # "pass": "The pass statement ..." (a bare "pass" key is ambiguous)
+        if S.field_name.fullmatch(inner):
+            return None  # CHALLENGE_PASSWORD: "challengePassword": a field's name, not its value
         return vs + 1, ve - 1
     floor = max(0, key_start - 200)
     nl = low.rfind(b"\n", floor, key_start)
@@ -503,7 +510,7 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
         words = low[nl + 1:key_start].split()
         line_start = not words or words[-1] in _ENV_WORDS
     query = key_start > 0 and low[key_start - 1] in b"?&"
-    value = raw
+    value = raw.rstrip(",;")  # key=None, / "password": str, : the comma is syntax
     cut = None if (line_start or flag) else S.cut_query if query else S.cut
     if cut is not None:
         c = cut.search(value)
@@ -511,8 +518,8 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
             value = value[:c.start()]
     if len(value) < 3 or value.lower() in _KEYWORDS or S.placeholder.fullmatch(value):
         return None
-    if value[0] in "$%{<:?@!&*=#\\":
-        return None  # ${VAR}, %s, :param, ?, @Value, !vault: references, not literals
+    if value[0] in "$%{<:?@!&*=#\\([":
+        return None  # ${VAR}, %s, :param, ?, @Value, !vault, (a + b): references or code
     head = S.ident.match(value)
     if head and value[head.end():head.end() + 1] in ("(", "["):
         return None  # getpass(), os.environ[...], Optional[str]: code, not a literal
@@ -522,11 +529,15 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
             return None  # args.password, getpass(), os.environ[...]: code, not a literal
         if not S.digit.search(value):
             # A bare word is a literal in .env, a query string, a flag or a YAML line,
-            # but a variable in code (password=password, password = secret).
+            # but a variable in code (password=password, password = secret), and prose
+            # after a flag ("the --password option").
+            if op is None:
+                return None
             tight = low[kw_end:vs].strip(b"\"'`") in (b"=", b":")
             rest = low[ve:ve + 64].split(b"\n", 1)[0].strip()  # bounded: no rescanning long lines
             yaml_like = op == b":" and (not rest or rest[:1] in (b",", b"}", b"#"))
-            ini = line_start and v.ini_section_before(key_start)
+            at_col0 = key_start == 0 or low[key_start - 1] == 0x0A  # INI keys start lines
+            ini = at_col0 and v.ini_section_before(key_start)
             if not (flag or query or yaml_like or ini or (line_start and tight and op == b"=")):
                 return None
     return vs, ve
@@ -691,7 +702,9 @@ def scan_cards(v: Views, prio: int, out: list[Hit]) -> None:
     s = find(b"0000000000000")
     while s >= 0:
         e = P.run0.match(cls, s).end()  # the whole digit run: its inside is never revisited
-        if (13 <= e - s <= 19 and (s == 0 or cls[s - 1] not in b"0Aa_.+-")
+        # Unseparated, only 13-16 digits: 17-19 are rare on cards but common as 64-bit
+        # integers (hashes, ids), of which ~4% pass the issuer and Luhn checks.
+        if (13 <= e - s <= 16 and (s == 0 or cls[s - 1] not in b"0Aa_.+-")
                 and not _digit_after(cls, e, b".-") and _card_ok(text[s:e])):
             out.append((s, e, prio))
         s = find(b"0000000000000", e)
@@ -891,6 +904,9 @@ def scan_pem(v: Views, prio: int, out: list[Hit]) -> None:
             end = P.pem_body.match(b, hdr_end).end()
             while end > hdr_end and b[end - 1] in b" \t\r\n":
                 end -= 1
+        if P.b64_16.search(b, hdr_end, end) is None:
+            pos = hdr_end  # a bare header (a constant in code, a doc): no key material
+            continue
         out.append((s, end, prio))
         pos = max(end, hdr_end)
 

@@ -249,8 +249,10 @@ def card() -> str:
 def card_formatted() -> str:
     n = card()
     style = R.choice(["plain", "space", "dash"])
-    if style == "plain":
+    if style == "plain" and len(n) <= 16:  # 17-19 unseparated digits read as 64-bit ints
         return n
+    if style == "plain":
+        style = "space"
     sep = " " if style == "space" else "-"
     if len(n) == 15:
         return sep.join([n[:4], n[4:10], n[10:]])
@@ -773,6 +775,17 @@ def negatives() -> list[dict[str, str]]:
         "task-list-item-checkbox-enabled-state-2", "the default pass rate is 95%, pass: 12, fail: 0",
         "ssh -p 2222 deploy@host.example.com", "pg_dump -p 5432 -U app appdb > app.sql",
         "mysql> SELECT host, user FROM mysql.user;",
+        f"hashes = [-678966196, {luhn_complete('4', 19)}, -820489388, {luhn_complete('6', 19)}]",
+        f"snowflake ids: {luhn_complete('5', 18)}, {luhn_complete('3', 17)}",
+        " 'pass': 'The \"pass\" statement\\n'\n          '********************\\n'",
+        "        user_pass = (self.username + \":\" + self.password).encode('ascii')",
+        "def connect(host, key_file=None,\n        key_password=None,\n        timeout=10):",
+        "via the --username and --password options instead of the URL",
+        '    "username": str,\n    "password": str,', "    def build(self, password: bytes,\n              rounds: int):",
+        'AttributeOID.CHALLENGE_PASSWORD: "challengePassword",',
+        'USER_PASSWD = "%s:%s" % (USER, PASSWD)', "user_pass = '{}:{}'.format(user, pw)",
+        "EXAMPLES = [\n    [default]\n]\n[notes]\n    self.passwd = password_mgr",
+        '_SK_START = b"-----BEGIN OPENSSH PRIVATE KEY-----"\n_SK_END = b"-----END OPENSSH PRIVATE KEY-----"',
     ]
     for c in code:
         add("code_prose", c)
