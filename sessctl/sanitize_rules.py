@@ -8,25 +8,30 @@ Every scanner works on byte views of the text that keep one byte per code point
     cls  character classes: digit -> "0", A-Z -> "A", a-z -> "a", the rest unchanged
     tok  token classes: [A-Za-z0-9_-] -> "a", everything else -> " "
 
-Why the views: Python's `re` searches fast only for a pattern that starts with a
-literal (a tight C loop); a pattern starting with a class such as `\\d` costs ~6-9 ns
-per byte even when nothing matches, and one starting with a lookbehind enters the
-matcher at every byte. Against `cls`, "13 digits" is the literal "0000000000000";
-against `tok`, "a token of 16+ characters" is 16 literal "a"s. Each pattern
-therefore begins with a literal, then a fixed-width negative lookbehind so that a
-match can only begin at the start of a token: inside a long run the lookbehind fails
-at once, and a failing attempt never rescans the run. Quantifiers are bounded or
-followed by nothing that can fail, so no pattern backtracks more than a constant.
-Checksums and context checks run in Python, only on candidates.
+Why the views and how the scans stay fast and linear: Python's `re` searches quickly
+only for a pattern that starts with a literal; one that starts with a class such as
+`\\d` costs 6-9 ns per byte even where nothing matches, and one that starts with a
+lookbehind enters the matcher at every byte. In the views every rule has a literal
+start: against `cls`, "13 digits" is "0000000000000"; against `tok`, "a token of 16+
+characters" is sixteen "a"s; keywords are literal in `low`. Candidates are found with
+bytes.find (which skips ahead many bytes at a time) and checked with pattern.match at
+each one; see _at for the fallback to re on dense input. After its literal, a pattern
+has a fixed-width negative lookbehind so a match can only begin at the start of a
+token; a failed attempt costs at most the token it began on (quantifiers are bounded,
+or followed by nothing that can fail), and scanning resumes past it, so no stretch
+of text is scanned more than a constant number of times.
+Checksums (Luhn, mod-97, the JWT header, Basic credentials) and context checks run
+in Python, on candidates only.
 
-A scanner appends `(start, end, rule)` hits; the engine merges overlaps.
+A scanner appends `(start, end, priority)` hits; the engine (sanitize.py) drops those
+that the allow-lists keep or that touch an existing marker, and merges overlaps.
 """
 
 from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, NamedTuple
 
 
@@ -280,6 +285,8 @@ P = _Lazy(
     email_local=rb"[A-Za-z0-9._%+?-]{1,64}",
     phone=rb"\+(?<![A-Za-z0-9+)\]]\+)[1-9][0-9 ().-]{6,22}[0-9]",
     marker=rb"\[REDACTED:[a-z0-9_]{1,64}\]",
+    space_or_slash=rb"[\s/]",
+    shell_sep=rb"[;|&]",
 )
 
 
@@ -300,9 +307,6 @@ S = _Lazy(
     cut=r"[,;&(){}\[\]<>]",
     cut_query=r"[&#]",
     retina=r"[0-9]{1,2}x",
-
-    space_or_slash=rb"[\s/]",
-    shell_sep=rb"[;|&]",
 )
 
 
@@ -805,7 +809,7 @@ def _ssh_line(b: bytes, pos: int) -> bool:
     if words and words[0] in (b"$", b"#", b">"):
         words = words[1:]
     # ...and the same command: "ssh host; mail jane@example.com" is not.
-    return bool(words) and words[0] in _SSH_WORDS and not S.shell_sep.search(b, start, pos)
+    return bool(words) and words[0] in _SSH_WORDS and not P.shell_sep.search(b, start, pos)
 
 
 def scan_email(v: Views, prio: int, out: list[Hit]) -> None:
@@ -847,7 +851,7 @@ def scan_email(v: Views, prio: int, out: list[Hit]) -> None:
             continue  # ssh deploy@host.example.com: a login on a host, not an address
         if urls:
             i = b.rfind(b"://", max(0, ls - 256), ls)
-            if i >= 0 and not S.space_or_slash.search(b, i + 3, ls):
+            if i >= 0 and not P.space_or_slash.search(b, i + 3, ls):
                 continue  # user@host inside a URL's authority: url_password's business
         out.append((ls, e, prio))
 
@@ -911,15 +915,8 @@ def scan_pem(v: Views, prio: int, out: list[Hit]) -> None:
         pos = max(end, hdr_end)
 
 
-def scan_literal_prefixed(v: Views, literal: bytes, rx: re.Pattern[bytes], group: int,
-                          prio: int, out: list[Hit], check: Callable[[Views, int, int], bool] | None = None) -> None:
-    _scan_simple(v, rx, literal, group, prio, check, out)
-
-
 def _slack_webhook(v: Views, prio: int, out: list[Hit]) -> None:
     b = v.b
-    if b"hooks.slack.com" not in b:
-        return
     for m in _at(b, b"hooks.slack.com", P.slack_webhook):
         s = m.start()
         for scheme in (b"https://", b"http://"):
@@ -930,13 +927,11 @@ def _slack_webhook(v: Views, prio: int, out: list[Hit]) -> None:
 
 
 def _sendgrid(v: Views, prio: int, out: list[Hit]) -> None:
-    scan_literal_prefixed(v, b"SG.", P.sendgrid, 0, prio, out,
-                          _randomish)
+    _scan_simple(v, P.sendgrid, b"SG.", 0, prio, _randomish, out)
 
 
 def _npmrc(v: Views, prio: int, out: list[Hit]) -> None:
-    scan_literal_prefixed(v, b"_authToken", P.npmrc, 1, prio, out,
-                          lambda v, s, e: _variety(v, s, e) >= 2)
+    _scan_simple(v, P.npmrc, b"_authToken", 1, prio, lambda v, s, e: _variety(v, s, e) >= 2, out)
 
 
 def markers(v: Views) -> list[tuple[int, int]]:
@@ -981,6 +976,3 @@ SCANNERS: tuple[tuple[tuple[str, ...], Scanner], ...] = (
     _one("phone", scan_phone),
 )
 
-
-def token_rules() -> Iterable[str]:
-    return (r[0] for r in _TOKEN_RULES)
