@@ -74,6 +74,13 @@ def test_negative_is_unchanged(n: dict[str, Any]) -> None:
         assert (clean, counts) == (n["text"], {})
 
 
+def test_negatives_together_are_unchanged() -> None:
+    # Context reaches across lines (INI sections, shell lines, markers): one long text
+    # made of every negative must not let one snippet change how another is read.
+    text = "\n\n".join(n["text"] for n in negatives())
+    assert ALL.sanitize(text) == (text, {})
+
+
 def test_phone_is_opt_in() -> None:
     phones = [p for p in positives() if p["rule"] == "phone"]
     assert phones
