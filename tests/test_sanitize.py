@@ -75,9 +75,11 @@ def test_negative_is_unchanged(n: dict[str, Any]) -> None:
 
 
 def test_negatives_together_are_unchanged() -> None:
-    # Context reaches across lines (INI sections, shell lines, markers): one long text
-    # made of every negative must not let one snippet change how another is read.
-    text = "\n\n".join(n["text"] for n in negatives())
+    # Context reaches across lines (an INI [section] covers the key = value lines after
+    # it): one long text of every negative must not let one snippet change how a distant
+    # one is read. A line of prose between snippets ends such context, as it would in a
+    # real document; without it, adjacent snippets can legitimately form a new context.
+    text = "\n\nNext snippet.\n\n".join(n["text"] for n in negatives())
     assert ALL.sanitize(text) == (text, {})
 
 

@@ -785,6 +785,8 @@ def negatives() -> list[dict[str, str]]:
         'AttributeOID.CHALLENGE_PASSWORD: "challengePassword",',
         'USER_PASSWD = "%s:%s" % (USER, PASSWD)', "user_pass = '{}:{}'.format(user, pw)",
         "EXAMPLES = [\n    [default]\n]\n[notes]\n    self.passwd = password_mgr",
+        "password = default_password\nuser = default_user",
+        "[notes]\nRotate the keys every quarter.\npassword = vault_password\n",
         '_SK_START = b"-----BEGIN OPENSSH PRIVATE KEY-----"\n_SK_END = b"-----END OPENSSH PRIVATE KEY-----"',
     ]
     for c in code:
