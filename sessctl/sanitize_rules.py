@@ -337,6 +337,13 @@ def _randomish(v: Views, s: int, e: int, min_distinct: int = 8) -> bool:
     return variety >= 2 and len(set(v.b[s:e])) >= min_distinct
 
 
+def _opaque(v: Views, s: int, e: int) -> bool:
+    """A header credential: random tokens this long almost always show a digit, while
+    placeholders (AccessTokenHere, YourApiKeyGoesHere) are words in mixed case."""
+    c = v.cls[s:e]
+    return b"0" in c and (b"A" in c or b"a" in c) and len(set(v.b[s:e])) >= 6
+
+
 Check = Callable[["Views", "re.Match[bytes]"], int]  # -> end of the redaction, or -1
 
 
@@ -606,7 +613,7 @@ def scan_key_header(v: Views, prio: int, out: list[Hit]) -> None:
             continue
         s, e = m.span(1)
         value = text[s:e]
-        if _randomish(v, s, e, 8) and not S.placeholder.fullmatch(value):
+        if _opaque(v, s, e) and not S.placeholder.fullmatch(value):
             out.append((s, e, prio))
 
 
@@ -640,7 +647,7 @@ def scan_auth(v: Views, bearer: int | None, basic: int | None, out: list[Hit]) -
             if decoded and b":" in decoded and all(32 <= c < 127 for c in decoded):
                 out.append((s, e, basic))
         elif bearer is not None:
-            if len(value) >= 12 and _randomish(v, s, e, 6) and not S.placeholder.fullmatch(value):
+            if len(value) >= 12 and _opaque(v, s, e) and not S.placeholder.fullmatch(value):
                 out.append((s, e, bearer))
 
 

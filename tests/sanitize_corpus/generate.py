@@ -700,6 +700,7 @@ def negatives() -> list[dict[str, str]]:
         "password = getpass.getpass()", "password=get_password()", 'password: "{{ vault_db_password }}"',
         "Authorization: Bearer $TOKEN", 'headers = {"Authorization": f"Bearer {token}"}',
         "Authorization: Bearer <token>", "Authorization: Bearer YOUR_API_TOKEN_HERE",
+        "Authorization: Bearer AccessTokenHere", "x-api-key: YourApiKeyGoesHere",
         "postgres://user:${PGPASSWORD}@db:5432/app", "mysql://root:<password>@localhost/test",
         '"password": ""', '"password": null', "password = None", "password: str", "PASSWORD = \"********\"",
         "AWS_SECRET_ACCESS_KEY=<secret>", "X-Api-Key: ${API_KEY}", "api-key: <your-azure-key>",
