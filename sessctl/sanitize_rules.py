@@ -227,6 +227,12 @@ def _at(hay: bytes, literal: bytes, rx: re.Pattern[bytes]) -> Iterator[re.Match[
 
 
 _T = rb"[A-Za-z0-9_-]"  # token character (base64url alphabet)
+# After a password keyword: an optional closing quote, then := => = : (group 2) or,
+# after --password, blanks (group 3), then a quoted or bare value (group 4).
+_PW_TAIL = (rb"(?![a-z0-9_])[\"'`]?[ \t]{0,16}"
+            rb"(?:(:=|=>|=(?![=>])|:(?![:/]))[ \t]{0,16}|([ \t]+))"
+            rb"(\"(?:[^\"\\\r\n]|\\.){0,256}\"|'(?:[^'\\\r\n]|\\.){0,256}'|`[^`\r\n]{0,256}`"
+            rb"|[^\s\"'`]{1,256})")
 _SEP = rb"""["'`]?[ \t]{0,16}(?::=|=>|=(?![=>])|:(?![:/]))[ \t]{0,16}["'`]?"""  # key ... = / : ... value
 
 P = _Lazy(
@@ -268,13 +274,14 @@ P = _Lazy(
                 + rb"([a-z0-9]{32})(?![a-z0-9])"),
     auth=(rb"authorization[\"']?[ \t]*[:=][ \t]*[\"']?(bearer|token|basic)[ \t]+"
           rb"([a-z0-9._~+/=-]{8,})"),
-    password=(rb"(p(?:assw(?:or)?d|assphrase|ass|wd))(?![a-z0-9_])[\"'`]?[ \t]{0,16}"
-              rb"(?:(:=|=>|=(?![=>])|:(?![:/]))[ \t]{0,16}|([ \t]+))"
-              rb"(\"(?:[^\"\\\r\n]|\\.){0,256}\"|'(?:[^'\\\r\n]|\\.){0,256}'|`[^`\r\n]{0,256}`"
-              rb"|[^\s\"'`]{1,256})"),
+    # Two patterns with literal starts ("pass", "pwd") rather than one starting "p":
+    # re's scan then stops only at those, not at every "p".
+    password=rb"(pass(?:w(?:or)?d|phrase)?)" + _PW_TAIL,
+    password_pwd=rb"(pwd)" + _PW_TAIL,
     curl_user=rb"-u(?<![^\s\"'-]-u)(?:ser[ =]| ?)[\"']?[^\s:\"']{1,64}:([^\s\"']{1,128})",
     mysql_p=rb"mysql[a-z]*[ \t](?:[^\n]{0,200}?[ \t])?-p([^\s\"']{1,128})",
-    key_header=rb"-(?:key|token)[\"']?[ \t]*[:=][ \t]*[\"']?([a-z0-9._~+/=-]{16,})",
+    key_header=rb"-key[\"']?[ \t]*[:=][ \t]*[\"']?([a-z0-9._~+/=-]{16,})",
+    key_token=rb"-token[\"']?[ \t]*[:=][ \t]*[\"']?([a-z0-9._~+/=-]{16,})",
     ini_section=rb"\[[A-Za-z0-9_. -]{1,64}\][ \t]*(?:\r?\n|\Z)",
     ini_lines=rb"(?:[ \t]*(?:[#;][^\n]*|[A-Za-z0-9_.-]+[ \t]*[=:][^\n]*)?\r?\n)*",
     password_xml=rb"<([a-z0-9_.:-]{0,32}password)>([^<\r\n]{1,256})</\1>",
@@ -282,8 +289,9 @@ P = _Lazy(
     ssn_ctx2=rb"social security(?: number| no\.?| #)?[ \t]*(?:[:#=-]|is)?[ \t]*([0-9]{3}[ ]?[0-9]{2}[ ]?[0-9]{4})(?![0-9-])",
     # Structure rules, on the class view: literal digit shapes.
     card=rb"0000000000000(?<![0Aa_.+-]0000000000000)0*",
-    card_sp=rb"0000 0(?<![0Aa_.+-]0000 0)(?:000 0000 0{1,4}(?: 000)?|00000 0{4,5})",
-    card_dash=rb"0000-0(?<![0Aa_.+-]0000-0)(?:000-0000-0{1,4}(?:-000)?|00000-0{4,5})",
+    # Grouped by one kind of separator throughout (the back-reference), one pass for both.
+    card_grouped=(rb"0000(?P<sep>[ -])0(?<![0Aa_.+-]0000[ -]0)"
+                  rb"(?:000(?P=sep)0000(?P=sep)0{1,4}(?:(?P=sep)000)?|00000(?P=sep)0{4,5})"),
     ssn=rb"000-00-0000(?<![0Aa_.+/-]000-00-0000)",
     iban=rb"AA00(?<![0Aa_]AA00)(?:[A0]{10,30}|(?: [A0]{4}){2,7}(?: [A0]{1,3})?)",
     # On the plain view.
@@ -568,10 +576,11 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
 
 def scan_password(v: Views, prio: int, out: list[Hit]) -> None:
     low = v.low
-    for m in _at(low, b"p", P.password):  # re's scan: one pass finds pass... and pwd
-        span = _password_value(v, m)
-        if span is not None:
-            out.append((span[0], span[1], prio))
+    for literal, rx in ((b"pass", P.password), (b"pwd", P.password_pwd)):
+        for m in _at(low, literal, rx):
+            span = _password_value(v, m)
+            if span is not None:
+                out.append((span[0], span[1], prio))
     if b"password>" in low:
         for m in P.password_xml.finditer(low):
             s, e = m.span(2)
@@ -603,7 +612,7 @@ _KEY_HEADERS = (b"x-api-key", b"api-key", b"x-goog-api-key", b"ocp-apim-subscrip
 def scan_key_header(v: Views, prio: int, out: list[Hit]) -> None:
     """x-api-key: ..., api-key: ... (Azure OpenAI), private-token: ... (GitLab)."""
     low, text = v.low, v.text
-    for m in _at(low, b"-", P.key_header):  # re's scan: one pass finds -key and -token
+    for m in (*_at(low, b"-key", P.key_header), *_at(low, b"-token", P.key_token)):
         start = m.start() + 1
         name_start = start
         while name_start > 0 and low[name_start - 1] in _KEY_CHARS:
@@ -730,19 +739,19 @@ def scan_cards(v: Views, prio: int, out: list[Hit]) -> None:
                 and not _digit_after(cls, e, b".-") and _card_ok(text[s:e])):
             out.append((s, e, prio))
         s = find(b"0000000000000", e)
-    for rx, sep, literal in ((P.card_sp, " ", b"0000 0"), (P.card_dash, "-", b"0000-0")):
-        for m in _at(cls, literal, rx):
-            s, e = m.span()
-            ends = [e]
-            if e - s == 23:  # 4-4-4-4-3: the last group may be a CVV rather than digits 17-19
-                ends.append(e - 4)
-            for end in ends:
-                tail = cls[end:end + 5]
-                if tail[:1] in (b"0", b"A", b"a", b"_") or tail == (sep.encode() + b"0000"):
-                    continue
-                if _card_ok(text[s:end].replace(sep, "")):
-                    out.append((s, end, prio))
-                    break
+    for m in P.card_grouped.finditer(cls):
+        s, e = m.span()
+        sep = text[s + 4]
+        ends = [e]
+        if e - s == 23:  # 4-4-4-4-3: the last group may be a CVV rather than digits 17-19
+            ends.append(e - 4)
+        for end in ends:
+            tail = cls[end:end + 5]
+            if tail[:1] in (b"0", b"A", b"a", b"_") or tail == (sep.encode() + b"0000"):
+                continue  # more digits follow: part of a longer number
+            if _card_ok(text[s:end].replace(sep, "")):
+                out.append((s, end, prio))
+                break
 
 
 def scan_ssn(v: Views, prio: int, out: list[Hit]) -> None:
