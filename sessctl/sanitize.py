@@ -9,17 +9,20 @@ Interface used by the rest of sessctl (keep it stable):
 
 Each match becomes `[REDACTED:<rule>]`; `counts` says how many redactions each rule
 made. Values are never kept. Overlapping matches merge into one redaction, labelled
-with the most specific rule (the order of the table below). Existing
+with the most specific rule: the order of the table below, then custom rules in the
+order of the config. Existing
 `[REDACTED:...]` markers are never matched again, so sanitizing sanitized text
 changes nothing.
 
 Built-in rules (all on by default except `phone`):
 
     pem_private_key   -----BEGIN ... PRIVATE KEY----- blocks, up to the END line (or the
-                      end of the base64 body when the END line is missing)
+                      end of the base64 body when the END line is missing); a header
+                      with no key material after it (a constant in code) is left alone
     jwt               eyJ... tokens whose header decodes to JSON naming alg/typ/enc
     anthropic_key     sk-ant-...            openrouter_key   sk-or-...
-    openai_key        sk-..., sk-proj-..., sk-svcacct-..., sk-admin-...
+    openai_key        sk-..., sk-proj-..., sk-svcacct-..., sk-admin-... with upper case,
+                      lower case and digits, or 32+ hex (not --sk-color-primary-500)
     google_api_key    AIza + 35             huggingface_token  hf_...
     groq_key          gsk_...               xai_key          xai-...
     replicate_token   r8_...                perplexity_key   pplx-...
@@ -37,10 +40,12 @@ Built-in rules (all on by default except `phone`):
     sendgrid_key      SG.<22>.<43>
     npm_token         npm_ + 36; the value of _authToken= in .npmrc
     pypi_token        pypi-Ag... (PyPI and TestPyPI macaroons)
-    bearer_token      the credentials after `Authorization: Bearer|token`
+    bearer_token      the credentials after `Authorization: Bearer|token` (12+ characters
+                      with a digit: not placeholders such as AccessTokenHere)
     basic_auth        the credentials after `Authorization: Basic`, when they decode to user:pass
     api_key_header    the value of an x-api-key, api-key (Azure OpenAI), x-goog-api-key,
-                      x-auth-token, x-access-token or private-token header
+                      x-auth-token, x-access-token or private-token header (16+ characters
+                      with a digit)
     url_password      the password in scheme://user:password@host; user and host stay readable
     password          the value in password=..., "password": "...", passwd/passphrase,
                       *_pass/*_pwd keys, "pass": ..., --password VALUE, <password>...</password>,
@@ -57,7 +62,7 @@ Built-in rules (all on by default except `phone`):
                       0000; spaced or unseparated forms only right after "SSN" or
                       "social security"
     email             local@domain.tld (not user@host inside a URL, scp-style
-                      git@host:path, or file names like icon@2x.png)
+                      git@host:path, ssh deploy@host logins, or file names like icon@2x.png)
     phone             +<country code> then 8-15 digits in all (opt-in: it is noisy)
 
 `Sanitizer.rules()` gives each rule's one-line description and a FAKE example.
