@@ -1,29 +1,306 @@
-"""Secrets and personal data out of text before it is stored. Pure functions.
+"""Secrets and personal data out of text before it is stored. Pure functions, no I/O.
 
 Interface used by the rest of sessctl (keep it stable):
 
-    sanitizer = Sanitizer.from_config(cfg.sanitize)   # the raw [sanitize] table
-    clean, counts = sanitizer.sanitize(text)          # counts: {rule_name: n}, empty when clean
+    sanitizer = Sanitizer.from_config(cfg.sanitize)   # the raw [sanitize] table (may be empty/None)
+    clean, counts = sanitizer.sanitize(text)          # counts: {rule_name: n}, {} when clean
     sanitizer.outbound                                # bool: also redact what goes to the provider
+    sanitizer.rules()                                 # [RuleInfo(name, description, example, enabled, builtin)]
 
-Matches become `[REDACTED:<rule>]`. Sanitizing already-sanitized text changes nothing.
+Each match becomes `[REDACTED:<rule>]`; `counts` says how many redactions each rule
+made. Values are never kept. Overlapping matches merge into one redaction, labelled
+with the most specific rule: the order of the table below, then custom rules in the
+order of the config. Existing
+`[REDACTED:...]` markers are never matched again, so sanitizing sanitized text
+changes nothing.
+
+Built-in rules (all on by default except `phone`):
+
+    pem_private_key   -----BEGIN ... PRIVATE KEY----- blocks, up to the END line (or the
+                      end of the base64 body when the END line is missing); a header
+                      with no key material after it (a constant in code) is left alone
+    jwt               eyJ... tokens whose header decodes to JSON naming alg/typ/enc
+    anthropic_key     sk-ant-...            openrouter_key   sk-or-...
+    openai_key        sk-..., sk-proj-..., sk-svcacct-..., sk-admin-... with upper case,
+                      lower case and digits, or 32+ hex (not --sk-color-primary-500)
+    google_api_key    AIza + 35             huggingface_token  hf_...
+    groq_key          gsk_...               xai_key          xai-...
+    replicate_token   r8_...                perplexity_key   pplx-...
+    aws_access_key    AKIA/ASIA/ABIA/ACCA/A3Tx + 16
+    aws_secret_key    40 characters after aws_secret_access_key / SecretAccessKey /
+                      aws_secret_key (the value only)
+    github_token      ghp_, gho_, ghu_, ghs_, ghr_, github_pat_
+    gitlab_token      glpat-, gldt-, glptt-, glrt-, glcbt-, gloas-, glsoat-, glffct-, ...
+    slack_webhook     https://hooks.slack.com/services|workflows|triggers/...
+    slack_token       xoxb-, xoxp-, xoxa-, xoxr-, xoxs-, xoxe-, xapp-
+    stripe_key        sk_live_, sk_test_, rk_live_, rk_test_, whsec_ (publishable pk_ keys
+                      are public by design and left alone)
+    twilio_key        SK + 32 hex (API key SID); the auth token / API secret after
+                      TWILIO_AUTH_TOKEN / TWILIO_API_SECRET
+    sendgrid_key      SG.<22>.<43>
+    npm_token         npm_ + 36; the value of _authToken= in .npmrc
+    pypi_token        pypi-Ag... (PyPI and TestPyPI macaroons)
+    bearer_token      the credentials after `Authorization: Bearer|token` (12+ characters
+                      with a digit: not placeholders such as AccessTokenHere)
+    basic_auth        the credentials after `Authorization: Basic`, when they decode to user:pass
+    api_key_header    the value of an x-api-key, api-key (Azure OpenAI), x-goog-api-key,
+                      x-auth-token, x-access-token or private-token header (16+ characters
+                      with a digit)
+    url_password      the password in scheme://user:password@host; user and host stay readable
+    password          the value in password=..., "password": "...", passwd/passphrase,
+                      *_pass/*_pwd keys, "pass": ..., --password VALUE, <password>...</password>,
+                      curl -u user:PASS, mysql -pPASS;
+                      references (${VAR}, %s, os.environ[...], args.password, <...>) are not
+                      values, and a bare word counts only where it is a literal (.env,
+                      query string, flag, YAML)
+    credit_card       13-19 digits grouped by spaces or dashes (4-4-4-4, 4-6-5, ...), or
+                      13-16 unseparated, with a known issuer prefix for the length and a
+                      valid Luhn checksum (17-19 unseparated digits are mostly 64-bit ints)
+    iban              country code, that country's length and a valid ISO 7064 mod-97
+                      check; compact or in groups of four
+    us_ssn            ddd-dd-dddd with area not 000/666/9xx, group not 00, serial not
+                      0000; spaced or unseparated forms only right after "SSN" or
+                      "social security"
+    email             local@domain.tld (not user@host inside a URL, scp-style
+                      git@host:path, ssh deploy@host logins, or file names like icon@2x.png)
+    phone             +<country code> then 8-15 digits in all (opt-in: it is noisy)
+
+`Sanitizer.rules()` gives each rule's one-line description and a FAKE example.
+
+Configuration, the `[sanitize]` table of config.toml:
+
+    [sanitize]
+    outbound = false                 # true: also redact what is sent to the provider
+    disable = ["email"]              # built-in or custom rules to turn off
+    enable = ["phone"]               # opt-in built-in rules to turn on
+    allow = ["ops@example.com"]      # literal values never redacted (where a match lies
+                                     # inside an occurrence of one, it is kept)
+    allow_patterns = ['.*@example\\.com']   # a match whose text fully matches one is kept
+
+    [sanitize.rules]                 # custom rules: name = "regex" (Python syntax);
+    ticket_secret = "tkt_[a-z0-9]{24}"   # with a group named `secret`, only that group
+    db_dsn = 'dsn=(?P<secret>\\S+)'      # is redacted. Names: [a-z][a-z0-9_]{0,31}.
+
+Anything invalid (an unknown key or rule name, a wrong type, a bad regex, a pattern
+that matches the empty string) raises sessctl.errors.UsageError with a one-line
+message naming the key.
 """
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_left
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
+
+from sessctl import sanitize_rules as _r
+from sessctl.errors import UsageError
+
+__all__ = ["Sanitizer", "RuleInfo"]
+
+_KEYS = ("outbound", "disable", "enable", "allow", "allow_patterns", "rules")
+_NAME = r"[a-z][a-z0-9_]{0,31}"
+_HINT = "see `sessctl sanitize --list-rules`"
+
+
+class RuleInfo(NamedTuple):
+    name: str
+    description: str
+    example: str | None  # a FAKE value the rule redacts; None for custom rules
+    enabled: bool
+    builtin: bool
+
+
+class _Custom(NamedTuple):
+    name: str
+    pattern: re.Pattern[str]
+    group: int | str  # "secret" when the pattern names that group, else 0
+
+
+def _str_list(table: Mapping[str, Any], key: str) -> list[str]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise UsageError(f"config [sanitize] {key} must be a list of strings")
+    return value
+
+
+def _compile(source: str, where: str) -> re.Pattern[str]:
+    try:
+        rx = re.compile(source)
+    except re.error as exc:
+        raise UsageError(f"config {where}: invalid regex {source!r}: {str(exc).splitlines()[0]}") from None
+    if rx.fullmatch(""):
+        raise UsageError(f"config {where}: regex {source!r} matches the empty string")
+    return rx
 
 
 class Sanitizer:
-    """Placeholder until the rule set lands: redacts nothing."""
+    """Finds secrets and personal data and replaces them with [REDACTED:<rule>]."""
 
-    def __init__(self, *, outbound: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        outbound: bool = False,
+        disable: frozenset[str] = frozenset(),
+        enable: frozenset[str] = frozenset(),
+        allow: tuple[str, ...] = (),
+        allow_patterns: tuple[re.Pattern[str], ...] = (),
+        custom: tuple[_Custom, ...] = (),
+    ) -> None:
         self.outbound = outbound
+        self._custom = custom
+        self._order = _r.RULE_NAMES + tuple(c.name for c in custom)
+        self._prio = {name: i for i, name in enumerate(self._order)}
+        self._labels = tuple(f"[REDACTED:{name}]" for name in self._order)
+        self._on = frozenset(
+            r.name for r in _r.RULES if (r.default or r.name in enable) and r.name not in disable
+        )
+        self._custom_on = tuple(c for c in custom if c.name not in disable)
+        self._allow = tuple(a for a in allow if a)
+        self._allow_patterns = allow_patterns
+        self._scanners = tuple(fn for rules, fn in _r.SCANNERS if self._on.intersection(rules))
+        self._dispatch: _r.Dispatch | None = None
 
     @classmethod
     def from_config(cls, table: Mapping[str, Any] | None) -> Sanitizer:
-        return cls(outbound=bool((table or {}).get("outbound", False)))
+        table = dict(table or {})
+        unknown = sorted(set(table) - set(_KEYS))
+        if unknown:
+            raise UsageError(
+                f"config [sanitize]: unknown key(s) {', '.join(unknown)}; known: {', '.join(_KEYS)}"
+            )
+        outbound = table.get("outbound", False)
+        if not isinstance(outbound, bool):
+            raise UsageError("config [sanitize] outbound must be true or false")
+        disable, enable = _str_list(table, "disable"), _str_list(table, "enable")
+        allow = _str_list(table, "allow")
+        if any(not a for a in allow):
+            raise UsageError("config [sanitize] allow: empty string (it would allow nothing)")
+        allow_patterns = tuple(
+            _compile(p, f"[sanitize] allow_patterns[{i}]")
+            for i, p in enumerate(_str_list(table, "allow_patterns"))
+        )
+        rules_table = table.get("rules", {})
+        if not isinstance(rules_table, Mapping):
+            raise UsageError('config [sanitize] rules must be a table of name = "regex"')
+        custom: list[_Custom] = []
+        for name, source in rules_table.items():
+            where = f"[sanitize.rules] {name}"
+            if not isinstance(name, str) or not re.fullmatch(_NAME, name):
+                raise UsageError(f"config {where}: a rule name is [a-z][a-z0-9_]{{0,31}}")
+            if name in _r.PRIO:
+                raise UsageError(f"config {where}: a built-in rule has this name; pick another")
+            if not isinstance(source, str):
+                raise UsageError(f'config {where}: must be a regex string, as in {name} = "..."')
+            rx = _compile(source, where)
+            custom.append(_Custom(name, rx, "secret" if "secret" in rx.groupindex else 0))
+        known = set(_r.PRIO) | {c.name for c in custom}
+        for key, names in (("disable", disable), ("enable", enable)):
+            for name in names:
+                if name not in known:
+                    raise UsageError(f"config [sanitize] {key}: unknown rule {name!r}; {_HINT}")
+        both = sorted(set(disable) & set(enable))
+        if both:
+            raise UsageError(f"config [sanitize] enable and disable both name {', '.join(both)}")
+        return cls(
+            outbound=outbound,
+            disable=frozenset(disable),
+            enable=frozenset(enable),
+            allow=tuple(allow),
+            allow_patterns=allow_patterns,
+            custom=tuple(custom),
+        )
+
+    def rules(self) -> list[RuleInfo]:
+        """Every rule, built-in first in priority order, then custom ones."""
+        infos = [RuleInfo(r.name, r.description, r.example, r.name in self._on, True) for r in _r.RULES]
+        on = {c.name for c in self._custom_on}
+        infos += [
+            RuleInfo(c.name, f"custom rule: {c.pattern.pattern}", None, c.name in on, False)
+            for c in self._custom
+        ]
+        return infos
 
     def sanitize(self, text: str) -> tuple[str, dict[str, int]]:
-        return text, {}
+        """Return the text with every match replaced, and how many each rule replaced."""
+        if not text:
+            return text, {}
+        hits = self._find(text)
+        if not hits:
+            return text, {}
+        return self._redact(text, hits)  # hits come sorted
+
+    # ------------------------------------------------------------------ internals
+
+    def _find(self, text: str) -> list[_r.Hit]:
+        v = _r.Views(text)
+        hits: list[_r.Hit] = []
+        if self._dispatch is None:
+            self._dispatch = _r.build_dispatch(self._on, self._prio)
+        if self._dispatch:
+            _r.scan_tokens(v, self._dispatch, hits)
+        for scan in self._scanners:
+            scan(v, self._on, self._prio, hits)
+        for c in self._custom_on:
+            prio = self._prio[c.name]
+            for m in c.pattern.finditer(text):
+                s, e = m.span(c.group)
+                if s < e:
+                    hits.append((s, e, prio))
+        if hits and (self._allow or self._allow_patterns):
+            hits = [h for h in hits if not self._allowed(text, h[0], h[1])]
+        if hits:
+            hits.sort()
+            marks = _r.markers(v)
+            if marks:
+                hits = _outside(hits, marks)
+        return hits
+
+    def _allowed(self, text: str, s: int, e: int) -> bool:
+        return any(self._allowed_literal(text, s, e, a) for a in self._allow) or any(
+            rx.fullmatch(text, s, e) for rx in self._allow_patterns
+        )
+
+    @staticmethod
+    def _allowed_literal(text: str, s: int, e: int, literal: str) -> bool:
+        # Is [s, e) inside some occurrence of `literal`? Only occurrences starting
+        # in [e - len, s] can contain it.
+        n = len(literal)
+        if n < e - s:
+            return False
+        i = text.find(literal, max(0, e - n), s + n)
+        return 0 <= i <= s
+
+    def _redact(self, text: str, hits: list[_r.Hit]) -> tuple[str, dict[str, int]]:
+        """Replace sorted hits, merging overlaps into one marker per group."""
+        order, labels = self._order, self._labels
+        pieces: list[str] = []
+        counts: dict[str, int] = {}
+        pos = 0
+        cur_s, cur_e, cur_p = hits[0]
+        for s, e, p in hits[1:] + [(len(text) + 1, len(text) + 1, 0)]:
+            if s < cur_e:  # overlapping: one redaction, labelled by the more specific rule
+                if e > cur_e:
+                    cur_e = e
+                if p < cur_p:
+                    cur_p = p
+                continue
+            pieces.append(text[pos:cur_s])
+            pieces.append(labels[cur_p])
+            name = order[cur_p]
+            counts[name] = counts.get(name, 0) + 1
+            pos = cur_e
+            cur_s, cur_e, cur_p = s, e, p
+        pieces.append(text[pos:])
+        return "".join(pieces), counts
+
+
+def _outside(hits: list[_r.Hit], marks: list[tuple[int, int]]) -> list[_r.Hit]:
+    """Sorted hits without those touching a marker (marks: sorted, disjoint)."""
+    starts = [ms for ms, _ in marks]
+    kept = []
+    for h in hits:
+        i = bisect_left(starts, h[1]) - 1  # the last marker starting before the hit ends
+        if i < 0 or marks[i][1] <= h[0]:
+            kept.append(h)
+    return kept

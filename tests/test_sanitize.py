@@ -1,0 +1,280 @@
+"""The sanitizer: labelled corpus, idempotence, overlaps, counts and configuration.
+
+No timing here: speed and linearity are measured by bench/bench_sanitize.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from sessctl.errors import UsageError
+from sessctl.sanitize import RuleInfo, Sanitizer
+
+CORPUS = Path(__file__).parent / "sanitize_corpus"
+ALL = Sanitizer.from_config({"enable": ["phone"]})
+DEFAULT = Sanitizer.from_config({})
+
+
+@cache
+def corpus(name: str) -> tuple[dict[str, Any], ...]:
+    with (CORPUS / name).open(encoding="utf-8") as fh:
+        return tuple(json.loads(line) for line in fh)
+
+
+def positives() -> tuple[dict[str, Any], ...]:
+    return corpus("positives.jsonl")
+
+
+def negatives() -> tuple[dict[str, Any], ...]:
+    return corpus("negatives.jsonl")
+
+
+def expected(p: dict[str, Any]) -> str:
+    out = p["text"].replace(p["secret"], f"[REDACTED:{p['rule']}]")
+    for secret, rule in p.get("also", []):
+        out = out.replace(secret, f"[REDACTED:{rule}]")
+    return out
+
+
+# ------------------------------------------------------------------------ corpus
+
+def test_corpus_is_big_enough_and_covers_every_builtin_rule() -> None:
+    assert len(positives()) >= 200
+    assert len(negatives()) >= 300
+    per_rule = Counter(p["rule"] for p in positives())
+    builtin = [r.name for r in DEFAULT.rules() if r.builtin]
+    thin = {name: per_rule[name] for name in builtin if per_rule[name] < 5}
+    assert not thin, f"rules with fewer than 5 positives: {thin}"
+    assert set(per_rule) <= set(builtin)
+    assert len({p["id"] for p in positives()}) == len(positives())
+    assert len({n["id"] for n in negatives()}) == len(negatives())
+
+
+@pytest.mark.parametrize("p", positives(), ids=lambda p: p["id"])
+def test_positive_is_redacted_exactly(p: dict[str, Any]) -> None:
+    clean, counts = ALL.sanitize(p["text"])
+    assert p["secret"] not in clean
+    # Exactly the secret's span, labelled with its rule, and nothing else touched.
+    assert clean == expected(p)
+    assert counts[p["rule"]] >= 1
+
+
+@pytest.mark.parametrize("n", negatives(), ids=lambda n: n["id"])
+def test_negative_is_unchanged(n: dict[str, Any]) -> None:
+    for sanitizer in (DEFAULT, ALL):
+        clean, counts = sanitizer.sanitize(n["text"])
+        assert (clean, counts) == (n["text"], {})
+
+
+def test_negatives_together_are_unchanged() -> None:
+    # Context reaches across lines (an INI [section] covers the key = value lines after
+    # it): one long text of every negative must not let one snippet change how a distant
+    # one is read. A line of prose between snippets ends such context, as it would in a
+    # real document; without it, adjacent snippets can legitimately form a new context.
+    text = "\n\nNext snippet.\n\n".join(n["text"] for n in negatives())
+    assert ALL.sanitize(text) == (text, {})
+
+
+def test_phone_is_opt_in() -> None:
+    phones = [p for p in positives() if p["rule"] == "phone"]
+    assert phones
+    for p in phones:
+        assert DEFAULT.sanitize(p["text"]) == (p["text"], {})
+
+
+# ------------------------------------------------------------------ idempotence
+
+def test_sanitizing_twice_changes_nothing() -> None:
+    texts = [p["text"] for p in positives()] + [n["text"] for n in negatives()]
+    for text in texts + ["\n\n".join(texts)]:
+        once, _ = ALL.sanitize(text)
+        assert ALL.sanitize(once) == (once, {})
+
+
+def test_markers_are_never_matched_even_by_custom_rules() -> None:
+    s = Sanitizer.from_config({"rules": {"shout": "REDACTED", "brackets": r"\[[a-z_:A-Z]+\]"}})
+    text = "see [REDACTED:email] and [REDACTED:openai_key], then [REDACTED:credit_card]."
+    assert s.sanitize(text) == (text, {})
+    assert s.sanitize("REDACTED alone")[0] == "[REDACTED:shout] alone"
+
+
+# --------------------------------------------------------------------- overlaps
+
+def test_overlapping_matches_merge_into_one_redaction_named_by_the_specific_rule() -> None:
+    key = "sk-proj-" + "Ab1Cd2Ef3Gh4" * 4
+    clean, counts = DEFAULT.sanitize(f"Authorization: Bearer {key}")  # bearer_token and openai_key
+    assert (clean, counts) == ("Authorization: Bearer [REDACTED:openai_key]", {"openai_key": 1})
+    token = "ghp_" + "Ab1Cd2Ef3G" * 3 + "Ab1Cd2"
+    clean, counts = DEFAULT.sanitize(f"https://x:{token}@github.com/o/r.git")  # url_password too
+    assert (clean, counts) == ("https://x:[REDACTED:github_token]@github.com/o/r.git", {"github_token": 1})
+
+
+def test_overlapping_custom_rules_merge_and_take_the_first_rule_name() -> None:
+    s = Sanitizer.from_config({"rules": {"alpha": "abc-[0-9]{4}", "beta": "[0-9]{4}-xyz"}})
+    assert s.sanitize("id abc-1234-xyz end") == ("id [REDACTED:alpha] end", {"alpha": 1})
+
+
+def test_adjacent_secrets_stay_separate_redactions() -> None:
+    clean, counts = DEFAULT.sanitize("jane@example.com bob@example.org")
+    assert (clean, counts) == ("[REDACTED:email] [REDACTED:email]", {"email": 2})
+
+
+# ----------------------------------------------------------------------- counts
+
+def test_counts_per_rule_and_empty_when_clean() -> None:
+    text = ("mail jane@example.com and bob@example.org, card 4111 1111 1111 1111, "
+            "IBAN GB82 WEST 1234 5698 7654 32")
+    clean, counts = DEFAULT.sanitize(text)
+    assert counts == {"email": 2, "credit_card": 1, "iban": 1}
+    assert clean.count("[REDACTED:") == 4
+    assert DEFAULT.sanitize("nothing to see here, version 1.2.3") == ("nothing to see here, version 1.2.3", {})
+    assert DEFAULT.sanitize("") == ("", {})
+
+
+def test_offsets_survive_non_ascii_text() -> None:
+    key = "sk-proj-" + "Zy9Xw8Vu7Ts6" * 4
+    text = f"clé ☕ 😀 Ünïcödé — {key} — 東京 josé@example.es 日本 password: 'pässwört1'"
+    clean, counts = DEFAULT.sanitize(text)
+    assert clean == ("clé ☕ 😀 Ünïcödé — [REDACTED:openai_key] — 東京 [REDACTED:email] 日本 "
+                     "password: '[REDACTED:password]'")
+    assert counts == {"openai_key": 1, "email": 1, "password": 1}
+
+
+def test_url_password_keeps_the_rest_of_the_url_readable() -> None:
+    clean, _ = DEFAULT.sanitize("postgres://app:s3cr3t-Pw@db.example.com:5432/app?sslmode=require")
+    assert clean == "postgres://app:[REDACTED:url_password]@db.example.com:5432/app?sslmode=require"
+
+
+def test_checksums_decide_between_look_alikes() -> None:
+    assert DEFAULT.sanitize("4111 1111 1111 1111")[1] == {"credit_card": 1}
+    assert DEFAULT.sanitize("4111 1111 1111 1112")[1] == {}  # Luhn fails
+    assert DEFAULT.sanitize("1111 1111 1111 1117")[1] == {}  # Luhn passes, no issuer starts with 1
+    assert DEFAULT.sanitize("GB82 WEST 1234 5698 7654 32")[1] == {"iban": 1}
+    assert DEFAULT.sanitize("GB83 WEST 1234 5698 7654 32")[1] == {}  # mod-97 fails
+    assert DEFAULT.sanitize("SSN 536-22-8417")[1] == {"us_ssn": 1}
+    for invalid in ("000-22-8417", "666-22-8417", "936-22-8417", "536-00-8417", "536-22-0000"):
+        assert DEFAULT.sanitize(f"SSN {invalid}")[1] == {}, invalid
+
+
+def test_values_are_not_kept_anywhere() -> None:
+    s = Sanitizer.from_config({"enable": ["phone"]})
+    for p in positives():
+        s.sanitize(p["text"])
+    state = repr(vars(s))
+    assert not [p["id"] for p in positives() if p["secret"] in state]
+
+
+# ----------------------------------------------------------------------- config
+
+def test_config_defaults() -> None:
+    for table in (None, {}, MappingProxyType({})):
+        s = Sanitizer.from_config(table)
+        assert s.outbound is False
+        assert {r.name for r in s.rules() if not r.enabled} == {"phone"}
+    assert Sanitizer.from_config({"outbound": True}).outbound is True
+
+
+def test_disable_turns_a_rule_off_and_leaves_the_others() -> None:
+    s = Sanitizer.from_config({"disable": ["email"]})
+    clean, counts = s.sanitize("jane@example.com paid with 4111 1111 1111 1111")
+    assert (clean, counts) == ("jane@example.com paid with [REDACTED:credit_card]", {"credit_card": 1})
+    assert not next(r for r in s.rules() if r.name == "email").enabled
+
+
+def test_enable_turns_an_opt_in_rule_on() -> None:
+    s = Sanitizer.from_config({"enable": ["phone"]})
+    assert s.sanitize("call +44 20 7946 0958") == ("call [REDACTED:phone]", {"phone": 1})
+    assert DEFAULT.sanitize("call +44 20 7946 0958") == ("call +44 20 7946 0958", {})
+
+
+def test_allow_keeps_literal_values_and_values_inside_them() -> None:
+    s = Sanitizer.from_config({"allow": ["ops@example.com", "postgres://app:devpass1@localhost"]})
+    text = "ops@example.com, jane@example.com, postgres://app:devpass1@localhost/db"
+    assert s.sanitize(text) == ("ops@example.com, [REDACTED:email], postgres://app:devpass1@localhost/db",
+                                {"email": 1})
+
+
+def test_allow_patterns_keep_matches_they_fully_match() -> None:
+    s = Sanitizer.from_config({"allow_patterns": [r"[a-z.]+@example\.com"]})
+    assert s.sanitize("jane@example.com and bob@example.org") == (
+        "jane@example.com and [REDACTED:email]", {"email": 1})
+
+
+def test_custom_rules_redact_whole_match_or_the_secret_group() -> None:
+    s = Sanitizer.from_config({"rules": {
+        "ticket_key": "tkt_[a-z0-9]{12}",
+        "db_dsn": r"dsn=(?P<secret>[^\s;]+)",
+    }})
+    clean, counts = s.sanitize("use tkt_abcdef123456 with dsn=host:db;user and jane@example.com")
+    assert clean == "use [REDACTED:ticket_key] with dsn=[REDACTED:db_dsn];user and [REDACTED:email]"
+    assert counts == {"ticket_key": 1, "db_dsn": 1, "email": 1}
+    info = {r.name: r for r in s.rules()}
+    assert info["ticket_key"] == RuleInfo("ticket_key", "custom rule: tkt_[a-z0-9]{12}", None, True, False)
+    off = Sanitizer.from_config({"rules": {"ticket_key": "tkt_[a-z0-9]{12}"}, "disable": ["ticket_key"]})
+    assert off.sanitize("tkt_abcdef123456") == ("tkt_abcdef123456", {})
+
+
+@pytest.mark.parametrize(("table", "names"), [
+    ({"colour": "blue"}, ["colour"]),
+    ({"outbound": "yes"}, ["outbound"]),
+    ({"disable": "email"}, ["disable"]),
+    ({"disable": ["emial"]}, ["disable", "emial"]),
+    ({"enable": ["telephone"]}, ["enable", "telephone"]),
+    ({"enable": ["phone"], "disable": ["phone"]}, ["enable", "disable", "phone"]),
+    ({"allow": [""]}, ["allow"]),
+    ({"allow": "x"}, ["allow"]),
+    ({"allow_patterns": ["(unclosed"]}, ["allow_patterns[0]", "(unclosed"]),
+    ({"allow_patterns": ["ok", "a*"]}, ["allow_patterns[1]", "empty"]),
+    ({"rules": "x"}, ["rules"]),
+    ({"rules": {"bad": "[z-a]"}}, ["[sanitize.rules] bad"]),
+    ({"rules": {"empty": "x?"}}, ["[sanitize.rules] empty", "empty"]),
+    ({"rules": {"email": "x+"}}, ["[sanitize.rules] email", "built-in"]),
+    ({"rules": {"Bad-Name": "x+"}}, ["Bad-Name"]),
+    ({"rules": {"num": 42}}, ["[sanitize.rules] num"]),
+])
+def test_bad_config_is_a_one_line_usage_error_naming_the_key(table: dict[str, Any], names: list[str]) -> None:
+    with pytest.raises(UsageError) as info:
+        Sanitizer.from_config(table)
+    message = str(info.value)
+    assert "\n" not in message
+    for name in names:
+        assert name in message
+
+
+# ------------------------------------------------------------------------ rules
+
+def test_rule_list_names_describes_and_exemplifies_every_rule() -> None:
+    infos = ALL.rules()
+    names = [r.name for r in infos]
+    assert len(names) == len(set(names))
+    for r in infos:
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", r.name)
+        assert r.description and "\n" not in r.description
+        assert r.builtin and r.enabled and r.example
+    expected_rules = {
+        "openai_key", "anthropic_key", "google_api_key", "huggingface_token", "aws_access_key",
+        "aws_secret_key", "github_token", "gitlab_token", "slack_token", "slack_webhook", "stripe_key",
+        "twilio_key", "sendgrid_key", "npm_token", "pypi_token", "jwt", "pem_private_key", "bearer_token",
+        "url_password", "password", "credit_card", "email", "iban", "us_ssn", "phone",
+    }
+    assert expected_rules <= set(names)
+
+
+@pytest.mark.parametrize("info", ALL.rules(), ids=lambda r: r.name)
+def test_each_example_is_redacted_by_its_own_rule_alone(info: RuleInfo) -> None:
+    others = [r.name for r in ALL.rules() if r.name != info.name]
+    table: dict[str, Any] = {"disable": others}
+    if info.name == "phone":
+        table["enable"] = ["phone"]
+    alone = Sanitizer.from_config(table)
+    clean, counts = alone.sanitize(f"example: {info.example} (fake)")
+    assert counts == {info.name: 1}
+    assert f"[REDACTED:{info.name}]" in clean
