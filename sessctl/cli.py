@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "import": "import_",
     "stats": "stats",
     "providers": "providers",
+    "sanitize": "sanitize",
     "completion": "completion",
 }
 

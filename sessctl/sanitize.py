@@ -103,6 +103,8 @@ _NAME = r"[a-z][a-z0-9_]{0,31}"
 _HINT = "see `sessctl sanitize --list-rules`"
 
 
+_MAX_PASSES = 4  # bound on re-scans; real text converges in one or two
+
 class RuleInfo(NamedTuple):
     name: str
     description: str
@@ -228,7 +230,18 @@ class Sanitizer:
         hits = self._find(text)
         if not hits:
             return text, {}
-        return self._redact(text, hits)  # hits come sorted
+        text, counts = self._redact(text, hits)  # hits come sorted
+        # A redaction can expose a match that overlapped it (two card numbers one space
+        # apart), so scan again until nothing changes: sanitizing twice must equal once.
+        # Clean text (the common case) never gets here; redacted text rarely loops twice.
+        for _ in range(_MAX_PASSES - 1):
+            hits = self._find(text)
+            if not hits:
+                break
+            text, more = self._redact(text, hits)
+            for rule, n in more.items():
+                counts[rule] = counts.get(rule, 0) + n
+        return text, counts
 
     # ------------------------------------------------------------------ internals
 
