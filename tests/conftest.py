@@ -16,6 +16,9 @@ from click.testing import CliRunner
 
 from sessctl.cli import cli
 
+# The fake-LLM fixtures (fake_llm) for any test that needs a provider on 127.0.0.1.
+pytest_plugins = ("sendkit",)
+
 _SCRUB = (
     "SESSCTL_DB", "SESSCTL_CONFIG", "SESSCTL_KEY_FILE", "SESSCTL_PASSPHRASE", "SESSCTL_NOW",
     "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",

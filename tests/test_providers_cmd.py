@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from fakeserver import FakeLLMServer, unused_port_url
-from sendkit import KEY, KEY_ENV, base_url, fake_llm, provider_table  # noqa: F401
+from sendkit import KEY, KEY_ENV, base_url, provider_table
 
 from conftest import Paths, Run
 

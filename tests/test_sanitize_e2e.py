@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sendkit import chats, configure, fake_llm  # noqa: F401 - fake_llm is a fixture
+from sendkit import chats, configure
 
 from conftest import Paths, Run
 
@@ -45,7 +45,7 @@ def _everything_readable(ok: Run, sid: str, paths: Paths) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("outbound", [False, True])
-def test_each_secret_is_redacted_everywhere(ok: Run, paths: Paths, fake_llm, outbound: bool) -> None:  # noqa: F811
+def test_each_secret_is_redacted_everywhere(ok: Run, paths: Paths, fake_llm, outbound: bool) -> None:
     configure(paths, fake_llm, extra=f'\n[sanitize]\nenable = ["phone"]\noutbound = {str(outbound).lower()}\n')
     for i, (rule, case) in enumerate(sorted(CASES.items())):
         sid = f"s{i}"

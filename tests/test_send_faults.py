@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fakeserver import Disconnect, ErrorReply, FakeLLMServer, RawReply, TextReply, unused_port_url
-from sendkit import APIS, KEY_ENV, chat_path, chats, configure, fake_llm, roles  # noqa: F401
+from sendkit import APIS, KEY_ENV, chat_path, chats, configure, roles
 
 from conftest import Paths, Run
 

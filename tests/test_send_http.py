@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 from fakeserver import FakeLLMServer, TextReply
-from sendkit import APIS, KEY, KEY_ENV, base_url, chats, configure, fake_llm, provider_table, roles  # noqa: F401
+from sendkit import APIS, KEY, base_url, chats, configure, provider_table, roles
 
 from conftest import Paths, Run
 

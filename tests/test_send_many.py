@@ -5,7 +5,7 @@ the order given; 0 only when every session got its reply)."""
 from __future__ import annotations
 
 from fakeserver import ErrorReply, FakeLLMServer, TextReply
-from sendkit import base_url, chat_path, chats, fake_llm, provider_table  # noqa: F401
+from sendkit import base_url, chat_path, chats, provider_table
 
 from conftest import Paths, Run
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from fakeserver import ErrorReply, FakeLLMServer, TextReply
-from sendkit import APIS, KEY, KEY_ENV, base_url, chats, configure, fake_llm, provider_table  # noqa: F401
+from sendkit import APIS, KEY, KEY_ENV, base_url, chats, configure, provider_table
 
 from conftest import Paths, Run
 from sessctl import config as config_mod

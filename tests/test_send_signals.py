@@ -21,7 +21,7 @@ import time
 
 import pytest
 from fakeserver import FakeLLMServer, TextReply
-from sendkit import APIS, chats, configure, fake_llm, roles  # noqa: F401
+from sendkit import APIS, chats, configure, roles
 
 from conftest import Paths, Run
 

@@ -19,10 +19,8 @@ from sessctl.providers.base import (
     ChatReply,
     ChatRequest,
     OnText,
-    estimate_request_tokens,
-    estimate_tokens,
 )
-from sessctl.providers.http import HTTPProvider, StreamFailure, StreamState, ms_since
+from sessctl.providers.http import HTTPProvider, StreamFailure, StreamState, make_reply, usage_int
 from sessctl.providers.policy import TRANSIENT_ERROR_TYPES, merge_options, one_line
 from sessctl.providers.sse import SSEEvent
 
@@ -30,17 +28,13 @@ DEFAULT_MAX_TOKENS = 4096
 RESERVED_OPTIONS = ("model", "messages", "stream", "system")
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
 def _input_tokens(usage: dict[str, Any]) -> int | None:
     """Input tokens including cached ones: `input_tokens` excludes cache reads and writes."""
-    base = _int(usage.get("input_tokens"))
+    base = usage_int(usage.get("input_tokens"))
     if base is None:
         return None
-    cached = (_int(usage.get("cache_creation_input_tokens")) or 0) + (
-        _int(usage.get("cache_read_input_tokens")) or 0
+    cached = (usage_int(usage.get("cache_creation_input_tokens")) or 0) + (
+        usage_int(usage.get("cache_read_input_tokens")) or 0
     )
     return base + cached
 
@@ -83,16 +77,9 @@ class AnthropicProvider(HTTPProvider):
         blocks = data["content"]
         text = "".join(b.get("text") or "" for b in blocks if b.get("type") == "text")
         usage = data.get("usage") or {}
-        tokens_in, tokens_out = _input_tokens(usage), _int(usage.get("output_tokens"))
-        return ChatReply(
-            text=text,
-            model=data.get("model") or request.model,
-            tokens_in=tokens_in if tokens_in is not None else estimate_request_tokens(request),
-            tokens_out=tokens_out if tokens_out is not None else estimate_tokens(text),
-            tokens_estimated=tokens_in is None or tokens_out is None,
-            latency_ms=ms_since(started),
-            finish_reason=data.get("stop_reason"),
-        )
+        tokens_in, tokens_out = _input_tokens(usage), usage_int(usage.get("output_tokens"))
+        return make_reply(request, text, model=data.get("model"), tokens_in=tokens_in, tokens_out=tokens_out,
+                          started=started, finish_reason=data.get("stop_reason"))
 
     def handle_event(self, event: SSEEvent, state: StreamState, on_text: OnText | None) -> None:
         payload = json.loads(event.data)
@@ -120,7 +107,7 @@ class AnthropicProvider(HTTPProvider):
                 state.finish_reason = delta["stop_reason"]
             usage = payload.get("usage") or {}
             # message_delta usage is cumulative; newer API versions repeat input there.
-            tokens_in, tokens_out = _input_tokens(usage), _int(usage.get("output_tokens"))
+            tokens_in, tokens_out = _input_tokens(usage), usage_int(usage.get("output_tokens"))
             if tokens_in is not None:
                 state.tokens_in = tokens_in
             if tokens_out is not None:

@@ -47,6 +47,36 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- attempt plumbing
 
 
+def usage_int(value: Any) -> int | None:
+    """A token count from a usage field; anything else (null, negative, a bool) is absent."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def make_reply(
+    request: ChatRequest,
+    text: str,
+    *,
+    model: str | None,
+    tokens_in: int | None,
+    tokens_out: int | None,
+    started: float,
+    first_token_ms: int | None = None,
+    finish_reason: str | None = None,
+) -> ChatReply:
+    """The ChatReply for a finished call; counts the endpoint did not give are estimated
+    and the reply is marked so."""
+    return ChatReply(
+        text=text,
+        model=model or request.model,
+        tokens_in=tokens_in if tokens_in is not None else estimate_request_tokens(request),
+        tokens_out=tokens_out if tokens_out is not None else estimate_tokens(text),
+        tokens_estimated=tokens_in is None or tokens_out is None,
+        latency_ms=ms_since(started),
+        first_token_ms=first_token_ms,
+        finish_reason=finish_reason,
+    )
+
+
 class StreamFailure(Exception):
     """Raised by `handle_event` for an error the endpoint reported inside the stream.
 
@@ -401,17 +431,9 @@ class HTTPProvider(Provider):
         return f"; the reply is incomplete ({len(state.text)} characters received)"
 
     def finish_stream(self, request: ChatRequest, state: StreamState) -> ChatReply:
-        text = state.text
-        estimated = state.tokens_in is None or state.tokens_out is None
-        return ChatReply(
-            text=text,
-            model=state.model or request.model,
-            tokens_in=state.tokens_in if state.tokens_in is not None else estimate_request_tokens(request),
-            tokens_out=state.tokens_out if state.tokens_out is not None else estimate_tokens(text),
-            tokens_estimated=estimated,
-            latency_ms=ms_since(state.started),
-            first_token_ms=state.first_token_ms,
-            finish_reason=state.finish_reason,
+        return make_reply(
+            request, state.text, model=state.model, tokens_in=state.tokens_in, tokens_out=state.tokens_out,
+            started=state.started, first_token_ms=state.first_token_ms, finish_reason=state.finish_reason,
         )
 
     # ---- providers test

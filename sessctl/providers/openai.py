@@ -19,10 +19,8 @@ from sessctl.providers.base import (
     ChatReply,
     ChatRequest,
     OnText,
-    estimate_request_tokens,
-    estimate_tokens,
 )
-from sessctl.providers.http import HTTPProvider, StreamFailure, StreamState, ms_since
+from sessctl.providers.http import HTTPProvider, StreamFailure, StreamState, make_reply, usage_int
 from sessctl.providers.policy import TRANSIENT_ERROR_TYPES, error_message_from_json, merge_options, one_line
 from sessctl.providers.sse import SSEEvent
 
@@ -41,10 +39,6 @@ def _text(content: Any) -> str:
             if isinstance(part, dict) and part.get("type") in ("text", "output_text")
         )
     raise TypeError(f"content is {type(content).__name__}")
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 class OpenAIProvider(HTTPProvider):
@@ -75,16 +69,9 @@ class OpenAIProvider(HTTPProvider):
         message = choice.get("message") or {}
         text = _text(message.get("content")) or (message.get("refusal") or "")
         usage = data.get("usage") or {}
-        tokens_in, tokens_out = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
-        return ChatReply(
-            text=text,
-            model=data.get("model") or request.model,
-            tokens_in=tokens_in if tokens_in is not None else estimate_request_tokens(request),
-            tokens_out=tokens_out if tokens_out is not None else estimate_tokens(text),
-            tokens_estimated=tokens_in is None or tokens_out is None,
-            latency_ms=ms_since(started),
-            finish_reason=choice.get("finish_reason"),
-        )
+        tokens_in, tokens_out = usage_int(usage.get("prompt_tokens")), usage_int(usage.get("completion_tokens"))
+        return make_reply(request, text, model=data.get("model"), tokens_in=tokens_in, tokens_out=tokens_out,
+                          started=started, finish_reason=choice.get("finish_reason"))
 
     def handle_event(self, event: SSEEvent, state: StreamState, on_text: OnText | None) -> None:
         data = event.data.strip()
@@ -112,7 +99,7 @@ class OpenAIProvider(HTTPProvider):
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             # The last usage seen wins: vLLM's continuous usage repeats it on every chunk.
-            tokens_in, tokens_out = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+            tokens_in, tokens_out = usage_int(usage.get("prompt_tokens")), usage_int(usage.get("completion_tokens"))
             if tokens_in is not None:
                 state.tokens_in = tokens_in
             if tokens_out is not None:
