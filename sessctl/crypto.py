@@ -121,18 +121,62 @@ def read_key_file(path: Path) -> bytes:
 
 
 def create_key_file(path: Path) -> bytes:
-    """Write a new random key with mode 0600; reuse the file if another process won the race."""
+    """Write a new random key with mode 0600; reuse the file if another process won the race.
+
+    The key is written and fsynced under a temporary name, then hard-linked into place:
+    the link appears whole or not at all and fails if the name exists, so a racing
+    process never reads a half-written key and an existing key is never replaced. Only
+    when the filesystem refuses hard links do we fall back to O_EXCL on the final name."""
     _ensure_private_dir(path.parent)
     key = secrets.token_bytes(KEY_BYTES)
+    data = (base64.b64encode(key).decode() + "\n").encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return read_key_file(path)
+        except OSError:
+            return _create_key_file_excl(path, key, data)
+    finally:
+        os.unlink(tmp)
+    _fsync_dir(path.parent)
+    return key
+
+
+def _create_key_file_excl(path: Path, key: bytes, data: bytes) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return read_key_file(path)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(base64.b64encode(key).decode() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
     return key
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a new directory entry durable (a key file must survive a power cut once the
+    database has been committed under it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def kek_from_file(path: Path, *, create: bool) -> Kek:
