@@ -223,11 +223,17 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
     elif partial:
         msgs.append(message(partial, role="assistant", status="incomplete",
                             provider=plan.provider.name, model=plan.request.model))
-    if plan.session is not None and plan.session.status == "archived":
-        from sessctl.models import SessionFilter
+    now = app.now()
 
-        store.set_status(SessionFilter(ids=(plan.session_id,)), "active", app.now())
-    session, stored = store.append_messages(plan.session_id, msgs, app.now(), create=plan.create)
+    def tx(conn: Any) -> tuple[Session, list[Message]]:
+        # Unarchiving and the turn commit together: a killed process leaves neither.
+        if plan.session is not None and plan.session.status == "archived":
+            from sessctl.models import SessionFilter
+
+            store.set_status(SessionFilter(ids=(plan.session_id,)), "active", now)
+        return store.append_messages(plan.session_id, msgs, now, create=plan.create)  # type: ignore[no-any-return]
+
+    session, stored = store.write(tx)
     redactions: dict[str, int] = {}
     for m in stored:
         for k, v in m.redactions.items():

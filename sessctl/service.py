@@ -65,7 +65,7 @@ class App:
         if self._store is None:
             from sessctl.store import Store
 
-            store = Store.open(self.config, self.sanitizer(), create=create)
+            store = Store.open(self.config, _LazySanitizer(self), create=create)
             if store is None:
                 return None
             self._store = store
@@ -75,6 +75,21 @@ class App:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+class _LazySanitizer:
+    """Builds the real sanitizer on first use: its rule set (many compiled regexes)
+    is paid for only by commands that store text, never by `list`, `show` or `stats`."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    @property
+    def outbound(self) -> bool:
+        return bool(self._app.sanitizer().outbound)
+
+    def sanitize(self, text: str) -> tuple[str, dict[str, int]]:
+        return self._app.sanitizer().sanitize(text)  # type: ignore[no-any-return]
 
 
 # --- helpers --------------------------------------------------------------------
@@ -176,10 +191,11 @@ def show(app: App, session_id: str, *, last: int | None = None) -> tuple[Session
     store = app.store(create=False)
     if store is None:
         raise NotFoundError(f"session {session_id!r} not found (the database {app.config.db_path} does not exist yet)")
-    session = store.get_session(session_id)
     if last is not None and last < 0:
         raise UsageError("--last must be 0 or more")
-    return session, store.messages(session, last=last)
+    with store.reading():  # the header's counters and the transcript from one snapshot
+        session = store.get_session(session_id)
+        return session, store.messages(session, last=last)
 
 
 def _require_ids(store: Any, ids: Sequence[str]) -> None:
@@ -233,8 +249,11 @@ def export(app: App, ids: Sequence[str], f: SessionFilter, *, all_sessions: bool
     f = select(f, ids)
 
     def gen() -> Iterator[tuple[Session, list[Message]]]:
-        for s in store.list_sessions(f, oldest_first=True):
-            yield s, store.messages(s)
+        # One snapshot for the whole export: sessions written, sent to or re-keyed by
+        # other processes meanwhile never appear half-way through.
+        with store.reading():
+            for s in store.list_sessions(f, oldest_first=True):
+                yield s, store.messages(s)
 
     return gen()
 

@@ -16,6 +16,7 @@ reshape tables).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -87,6 +88,10 @@ class Store:
         self.config = config
         self.sanitizer = sanitizer
         self._cipher: crypto.Cipher | None = None
+        # The key-check value of the data key behind _cipher: compared inside each
+        # transaction so a process that cached the data key before another process ran
+        # `key rotate --reencrypt` never seals a value under the retired key.
+        self._dek_check: bytes | None = None
         self._write_depth = 0
 
     # --- opening ---------------------------------------------------------------
@@ -180,6 +185,7 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             self._write_depth += 1
             try:
+                self._check_data_key()
                 result = fn(self.conn)
                 self.conn.execute("COMMIT")
                 return result
@@ -191,6 +197,32 @@ class Store:
                 self._write_depth -= 1
 
         return self._retry_busy(attempt)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction: every query inside sees the same snapshot, so a long
+        read (export, doctor) is consistent even while other processes write. Inside
+        a write it simply joins that transaction."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            self._check_data_key()
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+
+    def _check_data_key(self) -> None:
+        """Forget the cached data key if the keyring now holds another one (re-read
+        under the current transaction); the next seal or open loads the new one."""
+        if self._cipher is None:
+            return
+        row = self.conn.execute("SELECT dek_check FROM keyring WHERE id = 1").fetchone()
+        if row is None or row[0] != self._dek_check:
+            self._cipher = None
+            self._dek_check = None
 
     # --- keys ---------------------------------------------------------------------
 
@@ -265,7 +297,13 @@ class Store:
         cipher = crypto.Cipher(dek)
         crypto.verify_key_check(cipher, ring["dek_check"], ring["db_id"])
         self._cipher = cipher
+        self._dek_check = ring["dek_check"]
         return cipher
+
+    def forget_key(self) -> None:
+        """Drop the cached data key (after this process changed the keyring)."""
+        self._cipher = None
+        self._dek_check = None
 
     def _need_cipher(self) -> crypto.Cipher:
         cipher = self.cipher()
