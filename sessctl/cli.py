@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "stats": "stats",
     "providers": "providers",
     "sanitize": "sanitize",
+    "key": "key",
     "completion": "completion",
 }
 
