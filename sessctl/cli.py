@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "providers": "providers",
     "sanitize": "sanitize",
     "key": "key",
+    "doctor": "doctor",
     "completion": "completion",
 }
 

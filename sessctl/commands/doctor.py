@@ -1,0 +1,70 @@
+"""sessctl doctor"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from sessctl.commands._common import format_option, get_app, resolve_format
+
+
+@click.command("doctor")
+@click.option("--quick", is_flag=True,
+              help="Faster: SQLite quick_check and a random sample of values instead of every value.")
+@click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
+              help="With --quick, how many sessions and how many messages to decrypt.")
+@format_option(("table", "json"))
+@click.pass_context
+def cli(ctx: click.Context, quick: bool, sample: int, fmt: str, json_flag: bool) -> None:
+    """Check the database: SQLite integrity, schema version, file permissions, the key,
+    that every value decrypts, and that sequences, turns and counters are consistent.
+
+    Read-only. Prints a report; exits 0 when all is well, 7 when a storage check fails
+    (integrity, schema, sequences, turns, counters, orphans, database file permissions),
+    else 6 when a key check fails (key, decryption, metadata index, key file permissions).
+
+    \b
+    Examples:
+      sessctl doctor
+      sessctl doctor --quick
+      sessctl doctor --json | jq '.checks[] | select(.status != "ok")'
+    """
+    from sessctl import doctor, report
+
+    app = get_app(ctx)
+    show_bar = _isatty(app.stderr) and not app.quiet
+    bars: list[Any] = []
+
+    def progress(total: int) -> Any:
+        if not show_bar or total == 0:
+            return None
+        bar = click.progressbar(length=total, label="decrypting", file=app.stderr)
+        bar.__enter__()
+        bars.append(bar)
+        seen = [0]
+
+        def update(done: int, _total: int) -> None:
+            bar.update(done - seen[0])
+            seen[0] = done
+
+        return update
+
+    try:
+        result = doctor.run(app, quick=quick, sample=sample, progress=progress)
+    finally:
+        for bar in bars:
+            bar.__exit__(None, None, None)
+    report.write_doctor(app.stdout, result, resolve_format(fmt, json_flag))
+    if result.exit_code:
+        app.stdout.flush()
+        names = ", ".join(dict.fromkeys(c.name for c in result.failed))
+        app.stderr.write(f"sessctl: error: doctor found problems ({names}); see the report above\n")
+        ctx.exit(result.exit_code)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
