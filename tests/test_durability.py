@@ -1,0 +1,302 @@
+"""SIGKILL at random points of send, bulk archive, key rotate and key rotate --reencrypt.
+
+After every kill the database must pass `PRAGMA integrity_check` and a full `doctor`
+(every value decrypts, the --meta index matches, sequences gap-free, no half-written
+turn, counters right), and each operation must have happened entirely or not at all.
+
+Kills are delivered by a fork server (tests/procs.py) so that the random point falls
+inside the operation itself, not inside interpreter start-up; a few kills of freshly
+started `sessctl` processes cover the real thing end to end. SESSCTL_KILL_ROUNDS sets
+the rounds per scenario (bench/killtest.sh runs hundreds).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import Paths, Run
+
+PROCS = Path(__file__).resolve().parent / "procs.py"
+ROUNDS = int(os.environ.get("SESSCTL_KILL_ROUNDS", "25"))
+SEED = int(os.environ.get("SESSCTL_KILL_SEED", str(random.randrange(1 << 30))))
+
+
+class Zygote:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(PROCS), "zygote"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def run(self, env: dict[str, str], *, argv: list[str] | None = None, loop: list[list[str]] | None = None,
+            kill_after: float | None = None, timeout: float = 60) -> dict[str, Any]:
+        req: dict[str, Any] = {"env": env, "kill_after": kill_after, "timeout": timeout}
+        req["loop" if loop is not None else "argv"] = loop if loop is not None else argv
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def zygote() -> Iterator[Zygote]:
+    z = Zygote()
+    yield z
+    z.close()
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    print(f"kill seed: SESSCTL_KILL_SEED={SEED}")  # shown when a test fails, to replay it
+    return random.Random(SEED)
+
+
+def _env(paths: Paths, **extra: str) -> dict[str, str]:
+    env = {"HOME": str(paths.root / "home"), "XDG_DATA_HOME": str(paths.data),
+           "XDG_CONFIG_HOME": str(paths.config_dir), "NO_COLOR": "1", "PATH": os.environ.get("PATH", "")}
+    env.update(extra)
+    return env
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    r = CliRunner().invoke(__import__("sessctl.cli", fromlist=["cli"]).cli, list(args), env=env,
+                           catch_exceptions=False)
+    return r.exit_code, r.stdout, r.stderr
+
+
+def verify(paths: Paths, env: dict[str, str] | None = None, context: str = "") -> None:
+    """The database is sound after a kill: SQLite's own check, then a full doctor."""
+    c = sqlite3.connect(paths.db)
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)], context
+    finally:
+        c.close()
+    code, out, err = _cli("doctor", "--json", env=env)
+    bad = [ch for ch in json.loads(out)["checks"] if ch["status"] not in ("ok",)]
+    assert code == 0 and not bad, f"{context}: doctor exit {code}: {bad} {err}"
+
+
+def _bulk(n_sessions: int, turns: int, *, ago_days: int = 10, body: int = 200) -> None:
+    """Sessions written through the real store in one transaction (fast set-up)."""
+    from sessctl import config
+    from sessctl.models import NewSession
+    from sessctl.service import App
+    from sessctl.store import NewMessage
+
+    app = App(config=config.load(), stdin=io.StringIO(), stdout=io.StringIO(), stderr=io.StringIO())
+    store = app.store(create=True)
+    now = int(time.time()) - ago_days * 86400
+
+    def tx(conn: Any) -> None:
+        for i in range(n_sessions):
+            spec = NewSession(id=f"bulk-{i}", user=f"u{i % 7}", provider="echo", model="echo",
+                              title=f"Title {i}", metadata={"k": str(i % 3)})
+            msgs = []
+            for t in range(turns):
+                msgs += [NewMessage("user", f"q{i}-{t} " + "x" * body, created_at=now),
+                         NewMessage("assistant", f"a{i}-{t} " + "y" * body, provider="echo", model="echo",
+                                    tokens_in=3, tokens_out=2, latency_ms=5, created_at=now)]
+            store.append_messages(spec.id, msgs, now, create=spec)
+
+    store.write(tx)
+    app.close()
+
+
+def _export(env: dict[str, str] | None = None) -> list[Any]:
+    code, out, err = _cli("export", "--all", "--format", "jsonl", env=env)
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def _content(sessions: list[Any]) -> list[Any]:
+    return [(s["id"], s["title"], s["metadata"], [(m["seq"], m["content"]) for m in s["messages"]])
+            for s in sessions]
+
+
+def _duration(z: Zygote, env: dict[str, str], argv: list[str], n: int = 3) -> float:
+    times = []
+    for _ in range(n):
+        r = z.run(env, argv=argv)
+        assert r["exit"] == 0, r["stderr"]
+        times.append(r["elapsed"])
+    return sorted(times)[len(times) // 2]
+
+
+# --- send ----------------------------------------------------------------------------
+
+
+def test_kill_during_send(zygote: Zygote, paths: Paths, ok: Run, rng: random.Random) -> None:
+    env = _env(paths)
+    ok("create", "s", "--system", "Be brief", "--meta", "plan=pro")
+    _bulk(3, 40)  # some history, so a send has real reading and writing to do
+    d = _duration(zygote, env, ["send", "-s", "bulk-0", "calibrate"])
+    sent: dict[str, str] = {}  # text -> "done" | "killed"
+    outcomes = {"done": 0, "killed": 0}
+    for i in range(ROUNDS):
+        text = f"round {i} " + "z" * rng.choice([10, 2000, 60000])
+        sids = rng.choice([["s"], ["bulk-1"], [f"new-{i}"], ["s", "bulk-2", f"multi-{i}"]])
+        argv = ["-q", "send", *[a for sid in sids for a in ("-s", sid)], text]
+        r = zygote.run(env, argv=argv, kill_after=rng.uniform(0, 1.5 * d))
+        assert r["killed"] or r["exit"] == 0, r
+        state = "killed" if r["killed"] else "done"
+        outcomes[state] += 1
+        for sid in sids:
+            sent[f"{sid}\0{text}"] = state
+        verify(paths, context=f"round {i} ({state} after {r['elapsed']:.4f}s)")
+    # Every completed turn is there exactly once; a killed one entirely or not at all.
+    seen: dict[str, int] = {}
+    for s in _export():
+        msgs = s["messages"]
+        for user, reply in zip(msgs[::2], msgs[1::2]):
+            assert (user["role"], reply["role"], reply["seq"]) == ("user", "assistant", user["seq"] + 1)
+            if user["content"].startswith("round "):
+                assert reply["content"] == user["content"]  # the echo of this very message
+                key = f"{s['id']}\0{user['content']}"
+                seen[key] = seen.get(key, 0) + 1
+    for key, state in sent.items():
+        assert seen.get(key, 0) <= 1, key
+        if state == "done":
+            assert seen.get(key, 0) == 1, key
+    assert outcomes["killed"] > 0 and outcomes["done"] > 0, outcomes
+
+
+# --- bulk archive ----------------------------------------------------------------------
+
+
+def test_kill_during_bulk_archive(zygote: Zygote, paths: Paths, rng: random.Random) -> None:
+    env = _env(paths)
+    _bulk(1500, 1)
+    archive = ["-q", "archive", "--older-than", "1d"]
+    unarchive = ["-q", "archive", "--unarchive", "--status", "archived", "--older-than", "1d"]
+    d = _duration(zygote, env, archive, 1) + _duration(zygote, env, unarchive, 1)
+    states = set()
+    for i in range(ROUNDS):
+        r = zygote.run(env, loop=[archive, unarchive], kill_after=rng.uniform(0, 2 * d))
+        assert r["killed"], r
+        c = sqlite3.connect(paths.db)
+        rows = c.execute("SELECT status, archived_at IS NOT NULL, count(*) FROM sessions GROUP BY 1, 2").fetchall()
+        c.close()
+        # One UPDATE in one transaction: every session moved, or none did.
+        assert len(rows) == 1 and rows[0][2] == 1500, f"round {i}: {rows}"
+        status, has_archived_at, _ = rows[0]
+        assert has_archived_at == (status == "archived")
+        states.add(status)
+        verify(paths, context=f"round {i}")
+    assert states == {"active", "archived"} or ROUNDS < 5
+
+
+# --- key rotation ------------------------------------------------------------------------
+
+
+def _fingerprint(paths: Paths) -> str:
+    c = sqlite3.connect(paths.db)
+    fp = c.execute("SELECT kek_fingerprint FROM keyring").fetchone()[0]
+    c.close()
+    return str(fp)
+
+
+def _key_fingerprint(path: Path) -> str:
+    from sessctl import crypto
+
+    return crypto.kek_from_file(path, create=False).fingerprint
+
+
+def test_kill_during_key_rotate(zygote: Zygote, paths: Paths, ok: Run, rng: random.Random) -> None:
+    ok("create", "m", "--meta", "plan=pro", "--title", "kept")
+    _bulk(20, 5)
+    want = _content(_export())
+    current = paths.key
+    d = _duration(zygote, _env(paths), ["key", "status"], 1) * 2
+    outcomes = {"old": 0, "new": 0}
+    for i in range(ROUNDS):
+        new = paths.root / "keys" / f"k{i}"
+        r = zygote.run(_env(paths, SESSCTL_KEY_FILE=str(current)),
+                       argv=["-q", "key", "rotate", "--new-key-file", str(new)], kill_after=rng.uniform(0, 1.5 * d))
+        assert r["killed"] or r["exit"] == 0, r
+        # A key file is whole or absent, never half-written, and always private.
+        if new.exists():
+            assert (new.stat().st_mode & 0o777) == 0o600
+            _key_fingerprint(new)
+        fp = _fingerprint(paths)
+        if new.exists() and fp == _key_fingerprint(new):
+            current, outcome = new, "new"
+        else:
+            assert fp == _key_fingerprint(current), f"round {i}: wrapped under a key that is not on disk"
+            outcome = "old"
+        assert not r["exit"] == 0 or outcome == "new"
+        outcomes[outcome] += 1
+        verify(paths, {"SESSCTL_KEY_FILE": str(current)}, f"round {i} ({outcome})")
+    assert _content(_export({"SESSCTL_KEY_FILE": str(current)})) == want
+    assert outcomes["new"] > 0
+
+
+def test_kill_during_reencrypt(zygote: Zygote, paths: Paths, ok: Run, rng: random.Random) -> None:
+    ok("create", "m", "--meta", "plan=pro", "--title", "kept")
+    _bulk(150, 10, body=400)  # ~3,000 values: a re-encryption long enough to land inside
+    want = _content(_export())
+    d = _duration(zygote, _env(paths), ["-q", "key", "rotate", "--reencrypt"], 1)
+    c = sqlite3.connect(paths.db)
+    checks = {c.execute("SELECT dek_check FROM keyring").fetchone()[0]}
+    c.close()
+    outcomes = {"rolled back": 0, "committed": 0}
+    current = paths.key
+    for i in range(ROUNDS):
+        # Half the rounds also move to a new key file: the crash ordering of both at once.
+        new = paths.root / "keys" / f"r{i}" if i % 2 else None
+        argv = ["-q", "key", "rotate", "--reencrypt"] + (["--new-key-file", str(new)] if new else [])
+        r = zygote.run(_env(paths, SESSCTL_KEY_FILE=str(current)), argv=argv, kill_after=rng.uniform(0.05, 1.1) * d)
+        assert r["killed"] or r["exit"] == 0, r
+        c = sqlite3.connect(paths.db)
+        check, fp = c.execute("SELECT dek_check, kek_fingerprint FROM keyring").fetchone()
+        c.close()
+        committed = check not in checks
+        checks.add(check)
+        outcomes["committed" if committed else "rolled back"] += 1
+        if new is not None and new.exists() and fp == _key_fingerprint(new):
+            assert committed
+            current = new
+        assert fp == _key_fingerprint(current), f"round {i}: wrapped under a key that is not on disk"
+        verify(paths, {"SESSCTL_KEY_FILE": str(current)}, f"round {i}")
+        code, out, _ = _cli("list", "--meta", "plan=pro", "--format", "ids", env={"SESSCTL_KEY_FILE": str(current)})
+        assert (code, out) == (0, "m\n")
+    assert _content(_export({"SESSCTL_KEY_FILE": str(current)})) == want
+    # Kills landed inside the transaction (rolled back) and some runs finished.
+    assert outcomes["rolled back"] > 0 and outcomes["committed"] > 0, outcomes
+
+
+# --- fresh processes, end to end -----------------------------------------------------------
+
+
+def test_kill_fresh_sessctl_processes(paths: Paths, ok: Run, rng: random.Random) -> None:
+    """Real `sessctl` processes, killed at random while they start, send or re-encrypt."""
+    _bulk(100, 10)
+    env = {**_env(paths), "PYTHONPATH": str(PROCS.parent.parent)}
+    cmd = [sys.executable, "-c", "from sessctl.cli import main; main()"]
+    for i in range(max(4, ROUNDS // 4)):
+        argv = rng.choice([["send", "--unarchive", "-s", f"bulk-{i}", f"fresh {i}"], ["key", "rotate", "--reencrypt"],
+                           ["archive", "--older-than", "1d"]])
+        p = subprocess.Popen(cmd + ["-q", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.05, 0.6))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert p.returncode in (0, -signal.SIGKILL), p.stderr.read() if p.stderr else ""
+        if p.stderr:
+            p.stderr.close()
+        verify(paths, context=f"fresh round {i}: {argv}")
