@@ -274,11 +274,88 @@ def write_show(out: TextIO, s: Session, messages: list[Message], fmt: str, *, co
         write_transcript_text(out, s, messages, color=color)
 
 
+def _quote(text: str) -> str:
+    """json.dumps(text, ensure_ascii=False), at the speed of the ASCII encoder when the
+    text is ASCII: for ASCII both give the same result except for DEL (0x7f), which
+    only the ASCII encoder escapes."""
+    from json.encoder import encode_basestring, encode_basestring_ascii
+
+    if text.isascii() and "\x7f" not in text:
+        return encode_basestring_ascii(text)  # type: ignore[no-any-return]
+    return encode_basestring(text)  # type: ignore[no-any-return]
+
+
+class _FastMessages:
+    """Message JSON from store.export rows, identical to dumps(message_dict(m)) but
+    with the repeated pieces (model and provider names, the day part of timestamps,
+    redaction maps) rendered once and reused. Keep in step with message_dict;
+    tests/test_export_stream.py compares the two byte for byte."""
+
+    def __init__(self) -> None:
+        from json.encoder import encode_basestring, encode_basestring_ascii
+
+        self._ascii, self._unicode = encode_basestring_ascii, encode_basestring
+        self._names: dict[Any, str] = {None: "null"}
+        self._days: dict[int, str] = {}
+        self._redactions: dict[Any, str] = {None: "{}"}
+
+    def name(self, value: str | None) -> str:
+        try:
+            return self._names[value]
+        except KeyError:
+            self._names[value] = out = _quote(value)  # type: ignore[arg-type]
+            return out
+
+    def iso(self, ts: int) -> str:
+        day, rest = divmod(ts, 86400)
+        prefix = self._days.get(day)
+        if prefix is None:
+            prefix = self._days[day] = iso(day * 86400)[:11]  # type: ignore[index]  # "2026-11-21T"
+        hours, rest = divmod(rest, 3600)
+        minutes, seconds = divmod(rest, 60)
+        return f"{prefix}{hours:02d}:{minutes:02d}:{seconds:02d}Z"
+
+    def redactions(self, stored: str | None) -> str:
+        try:
+            return self._redactions[stored]
+        except KeyError:
+            self._redactions[stored] = out = dumps(dict(json.loads(stored)))  # type: ignore[arg-type]
+            return out
+
+    def render(self, rows: Iterable[tuple[Any, ...]]) -> str:
+        ascii_, unicode_, name, iso_, red = self._ascii, self._unicode, self.name, self.iso, self.redactions
+        out = []
+        for seq, role, content, created, status, provider, model, tin, tout, est, lat, first, reds in rows:
+            text = ascii_(content) if content.isascii() and "\x7f" not in content else unicode_(content)
+            if role == "user":
+                out.append(f'{{"seq":{seq},"role":"user","content":{text},"created_at":"{iso_(created)}",'
+                           f'"redactions":{red(reds)},"status":{name(status)}}}')
+            else:
+                out.append(
+                    f'{{"seq":{seq},"role":{name(role)},"content":{text},"created_at":"{iso_(created)}",'
+                    f'"model":{name(model)},"tokens_in":{"null" if tin is None else tin},'
+                    f'"tokens_out":{"null" if tout is None else tout},"latency_ms":{"null" if lat is None else lat},'
+                    f'"redactions":{red(reds)},"status":{name(status)},"provider":{name(provider)},'
+                    f'"tokens_estimated":{"true" if est else "false"},'
+                    f'"first_token_ms":{"null" if first is None else first}}}'
+                )
+        return ",".join(out)
+
+
+def export_session_json(s: Session, rows: Iterable[tuple[Any, ...]], fast: _FastMessages | None = None) -> str:
+    """dumps(session_dict(s, messages)) for messages given as store.export rows: the
+    same text, without a Message object, a dict and a json.dumps per message."""
+    head = dumps(session_dict(s))
+    body = (fast or _FastMessages()).render(rows)
+    return f'{head[:-1]},"messages":[{body}]}}'
+
+
 class ExportWriter:
     """Streams `export` output one session at a time (memory stays flat)."""
 
     def __init__(self, out: TextIO, fmt: str) -> None:
         self.out, self.fmt, self.count = out, fmt, 0
+        self._fast: _FastMessages | None = None
 
     def __enter__(self) -> ExportWriter:
         if self.fmt == "json":
@@ -296,6 +373,17 @@ class ExportWriter:
                 self.out.write(("\n" if self.count == 0 else ",\n") + text)
             else:
                 self.out.write(text + "\n")
+        self.count += 1
+
+    def write_rows(self, s: Session, rows: Iterable[tuple[Any, ...]]) -> None:
+        """json/jsonl from store.export rows (see export_session_json)."""
+        if self._fast is None:
+            self._fast = _FastMessages()
+        text = export_session_json(s, rows, self._fast)
+        if self.fmt == "json":
+            self.out.write(("\n" if self.count == 0 else ",\n") + text)
+        else:
+            self.out.write(text + "\n")
         self.count += 1
 
     def __exit__(self, *exc: object) -> None:

@@ -237,8 +237,10 @@ def archive(app: App, ids: Sequence[str], f: SessionFilter, *, dry_run: bool = F
 # --- export ------------------------------------------------------------------------
 
 
-def export(app: App, ids: Sequence[str], f: SessionFilter, *, all_sessions: bool) -> Iterator[tuple[Session, list[Message]]]:
-    """Full sessions with decrypted messages, oldest first, one at a time."""
+def export(app: App, ids: Sequence[str], f: SessionFilter, *, all_sessions: bool,
+           rows: bool = False) -> Iterator[tuple[Session, Any]]:
+    """Full sessions with decrypted messages, oldest first, one at a time. With `rows`,
+    messages come as store.export rows (for JSON output at millions of messages)."""
     if not ids and not all_sessions and f.is_empty():
         raise UsageError("name sessions to export, or give --all or a filter")
     store = app.store(create=False)
@@ -252,6 +254,11 @@ def export(app: App, ids: Sequence[str], f: SessionFilter, *, all_sessions: bool
         # One snapshot for the whole export: sessions written, sent to or re-keyed by
         # other processes meanwhile never appear half-way through.
         with store.reading():
+            if rows:
+                from sessctl.store.export import export_rows
+
+                yield from export_rows(store, f)
+                return
             for s in store.list_sessions(f, oldest_first=True):
                 yield s, store.messages(s)
 

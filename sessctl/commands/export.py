@@ -37,13 +37,15 @@ def cli(ctx: click.Context, session_ids: tuple[str, ...], all_sessions: bool, fm
     app = get_app(ctx)
     fmt = resolve_format(fmt, json_flag)
     f = build_filter(app, kw)
-    sessions = service.export(app, session_ids, f, all_sessions=all_sessions)
+    rows = fmt != "markdown"  # JSON streams through the fast path
+    sessions = service.export(app, session_ids, f, all_sessions=all_sessions, rows=rows)
     # A bar only when the export does not go to the same terminal it would draw on.
     bar = (output is not None or not app.stdout_isatty) and ops.wants_progress(app, ops.PROGRESS_MIN_ITEMS)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(service.AtomicOutput(output)) if output else app.stdout
         step = stack.enter_context(ops.progress(app, ops.count(app, f) if bar else 0, "exporting"))
         with render.ExportWriter(out, fmt) as writer:
+            write = writer.write_rows if rows else writer.write
             for session, messages in sessions:
-                writer.write(session, messages)
+                write(session, messages)
                 step(1)
