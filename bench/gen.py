@@ -11,12 +11,16 @@ Shape (deterministic for a given --seed):
   (log-normal, 20..12,000), text from a pseudo-English corpus; 0.5% of turns unanswered;
 - 5,000 users (heavy-tailed), four provider/model pairs, 60% titled, 70% with one of a
   dozen system prompts (80..1,200 bytes), 1-4 metadata pairs (channel, plan, locale, ticket);
-- last activity: the first half of the sessions 91..180 days ago, the second half
-  0..89 days ago, so `archive --older-than 90d` selects exactly half;
+- a timeline: sessions start in the order they are created (pk order is creation
+  order, as in real use) and their turns are minutes apart, so the messages of
+  concurrently active sessions interleave in the file as they do in production;
+  bench-long's turns span weeks;
+- the first half of the sessions start and finish 180..91 days ago, the second half
+  89 days ago..now, so `archive --older-than 90d` selects exactly half;
 - tokens (history/4 in, reply/4 out) and latencies (log-normal around 1.2 s) on replies.
 
-Many sessions are written per transaction (the re-entrant Store.write), so a million
-messages take a few minutes. Prints, and writes to DB.json beside the database, the
+2,000 turns of many sessions are written per transaction (the re-entrant Store.write),
+so a million messages take a few minutes. Prints, and writes to DB.json beside the database, the
 counts and the plaintext size (see bench/README.md for what that means).
 """
 
@@ -100,6 +104,32 @@ def plan_turns(rng: random.Random, sessions: int, messages: int, long_msgs: int)
     return [long_msgs // 2] + turns
 
 
+def timeline(rng: random.Random, turns: list[int], anchor: int, long_index: int) -> list[tuple[int, int, int]]:
+    """(time, session, turn) for every turn, in time order. Sessions start in order of
+    their index (so pk order is creation order, as in real use); the first half start
+    and finish 180..91 days ago, the second half 89 days ago..now, so
+    `archive --older-than 90d` selects exactly half. Turns are minutes apart, so the
+    messages of concurrently active sessions interleave in the file as they would."""
+    n = len(turns)
+    half = n // 2
+    starts = sorted(rng.uniform(91 * DAY, 180 * DAY) for _ in range(half))[::-1]
+    starts += sorted(rng.uniform(120, 89 * DAY) for _ in range(n - half))[::-1]
+    events = []
+    for i, (start_ago, k) in enumerate(zip(starts, turns)):
+        floor = 90 * DAY + 60 if i < half else 60  # last turn no later than this long ago
+        t = anchor - start_ago
+        gap_cap = max(1.0, (start_ago - floor) / max(k, 1))
+        for j in range(k):
+            if i == long_index:
+                gap = rng.uniform(0.5, 1.0) * gap_cap  # a long-lived session: weeks of turns
+            else:
+                gap = min(gap_cap, rng.lognormvariate(math.log(90), 1.0))
+            events.append((int(t), i, j))
+            t += gap
+    events.sort()
+    return events
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--db", required=True)
@@ -107,7 +137,7 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=100_000)
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--long-session", type=int, default=1000, help="messages in session bench-long")
-    ap.add_argument("--batch", type=int, default=500, help="sessions per transaction")
+    ap.add_argument("--batch", type=int, default=2000, help="turns per transaction")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
 
@@ -123,13 +153,16 @@ def main() -> None:
 
     anchor = int(time.time())
     turns = plan_turns(rng, args.sessions, args.messages, args.long_session)
-    half = args.sessions // 2
+    long_index = args.sessions // 2 + args.sessions // 4  # in the recent half, made in the middle
+    turns[0], turns[long_index] = turns[long_index], turns[0]
+    events = timeline(rng, turns, anchor, long_index)
     plain = {"content": 0, "title": 0, "system": 0, "metadata": 0}
     counts = {"sessions": 0, "messages": 0, "unanswered_turns": 0}
+    history: dict[int, int] = {}
+    specs: dict[int, NewSession] = {}
     started = time.monotonic()
 
-    def session(i: int) -> None:
-        sid = "bench-long" if i == 0 else f"s{i:07d}"
+    def new_spec(i: int) -> NewSession:
         provider, model = rng.choices([(p, m) for p, m, _ in PROVIDERS], [w for *_, w in PROVIDERS])[0]
         meta = {"channel": rng.choice(CHANNELS), "plan": rng.choice(PLANS)}
         if rng.random() < 0.6:
@@ -137,48 +170,58 @@ def main() -> None:
         if rng.random() < 0.3:
             meta["ticket"] = f"T-{rng.randrange(10**6):06d}"
         spec = NewSession(
-            id=sid, user=f"user-{int(rng.paretovariate(1.1)) % 5000:04d}", provider=provider, model=model,
+            id="bench-long" if i == long_index else f"s{i:07d}",
+            user=f"user-{int(rng.paretovariate(1.1)) % 5000:04d}", provider=provider, model=model,
             title=text.sized(35, 0.4, 10, 80) if rng.random() < 0.6 else None,
             system=rng.choice(systems) if rng.random() < 0.7 else None, metadata=meta,
         )
-        # Last activity: first half 91..180 days ago, second half 0..89 days ago.
-        age = rng.uniform(91, 180) if i < half else rng.uniform(0, 89)
-        last = anchor - int(age * DAY)
-        n_turns = turns[i]
-        t = last - n_turns * rng.randint(30, 600)
-        store.create_session(spec, t)
-        msgs: list[NewMessage] = []
-        history = len(spec.system or "")
-        for _ in range(n_turns):
-            q = text.sized(180, 0.9, 5, 6000)
-            t += rng.randint(5, 120)
-            if rng.random() < 0.005:
-                msgs.append(NewMessage("user", q, status="unanswered", created_at=t))
-                counts["unanswered_turns"] += 1
-                plain["content"] += len(q.encode())
-                continue
-            a = text.sized(700, 0.8, 20, 12000)
-            history += len(q) + len(a)
-            latency = int(min(60000, rng.lognormvariate(math.log(1200), 0.5)))
-            msgs += [NewMessage("user", q, created_at=t),
-                     NewMessage("assistant", a, provider=provider, model=model, tokens_in=history // 4,
-                                tokens_out=len(a) // 4, latency_ms=latency, first_token_ms=latency // 4,
-                                created_at=t + latency // 1000)]
-            plain["content"] += len(q.encode()) + len(a.encode())
-        store.append_messages(sid, msgs, max(t, last))
-        counts["sessions"] += 1
-        counts["messages"] += len(msgs)
         plain["title"] += len((spec.title or "").encode())
         plain["system"] += len((spec.system or "").encode())
         plain["metadata"] += len(json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())
+        counts["sessions"] += 1
+        return spec
 
-    for lo in range(0, args.sessions, args.batch):
-        store.write(lambda conn, lo=lo: [session(i) for i in range(lo, min(lo + args.batch, args.sessions))])
-        done = min(lo + args.batch, args.sessions)
-        rate = counts["messages"] / (time.monotonic() - started)
-        print(f"\r{done}/{args.sessions} sessions, {counts['messages']} messages ({rate:,.0f}/s)",
-              end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    def turn(t: int, i: int) -> None:
+        spec = specs.pop(i, None)
+        create = spec if spec is not None else None
+        sid = create.id if create is not None else ("bench-long" if i == long_index else f"s{i:07d}")
+        if create is not None:
+            history[i] = len(create.system or "")
+        q = text.sized(180, 0.9, 5, 6000)
+        plain["content"] += len(q.encode())
+        if i != long_index and rng.random() < 0.005:
+            store.append_messages(sid, [NewMessage("user", q, status="unanswered", created_at=t)], t, create=create)
+            counts["unanswered_turns"] += 1
+            counts["messages"] += 1
+            return
+        a = text.sized(700, 0.8, 20, 12000)
+        plain["content"] += len(a.encode())
+        history[i] += len(q) + len(a)
+        latency = int(min(60000, rng.lognormvariate(math.log(1200), 0.5)))
+        provider, model = (create.provider, create.model) if create is not None else (None, None)
+        store.append_messages(sid, [
+            NewMessage("user", q, created_at=t),
+            NewMessage("assistant", a, provider=provider or providers[i], model=model or models[i],
+                       tokens_in=history[i] // 4, tokens_out=len(a) // 4, latency_ms=latency,
+                       first_token_ms=latency // 4, created_at=t + latency // 1000),
+        ], t + latency // 1000, create=create)
+        counts["messages"] += 2
+
+    providers: dict[int, str | None] = {}
+    models: dict[int, str | None] = {}
+    for pos in range(0, len(events), args.batch):
+        chunk = events[pos:pos + args.batch]
+        for _, i, j in chunk:
+            if j == 0:
+                specs[i] = new_spec(i)
+                providers[i], models[i] = specs[i].provider, specs[i].model
+        store.write(lambda conn, chunk=chunk: [turn(t, i) for t, i, _ in chunk])
+        if sys.stderr.isatty():
+            rate = counts["messages"] / (time.monotonic() - started)
+            print(f"\r{counts['messages']} messages, {counts['sessions']} sessions ({rate:,.0f}/s)",
+                  end="", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     app.close()
 

@@ -93,9 +93,8 @@ class Cipher:
         def open_(blob: bytes, associated: bytes) -> str:
             if len(blob) < shortest or blob[0] != version:
                 raise Tampered("unknown format")
-            view = memoryview(blob)
             try:
-                return decrypt(view[1:13], view[13:], associated).decode()
+                return decrypt(blob[1:13], blob[13:], associated).decode()
             except InvalidTag:
                 raise Tampered("authentication failed") from None
 

@@ -300,10 +300,14 @@ class _FastMessages:
         self._redactions: dict[Any, str] = {None: "{}"}
 
     def name(self, value: str | None) -> str:
+        """A repeated string (model, provider, status, user, system prompt), quoted once.
+        The cache is bounded so a million distinct values cannot grow it without end."""
         try:
             return self._names[value]
         except KeyError:
-            self._names[value] = out = _quote(value)  # type: ignore[arg-type]
+            out = _quote(value)  # type: ignore[arg-type]
+            if len(self._names) < 4096:
+                self._names[value] = out
             return out
 
     def iso(self, ts: int) -> str:
@@ -321,6 +325,32 @@ class _FastMessages:
         except KeyError:
             self._redactions[stored] = out = dumps(dict(json.loads(stored)))  # type: ignore[arg-type]
             return out
+
+    def text(self, value: str | None, cache: bool = False) -> str:
+        if value is None:
+            return "null"
+        return self.name(value) if cache else _quote(value)
+
+    def time(self, ts: int | None) -> str:
+        return "null" if ts is None else f'"{self.iso(ts)}"'
+
+    def metadata(self, meta: dict[str, str]) -> str:
+        return dumps(dict(meta)) if meta else "{}"
+
+    def session(self, s: Session) -> str:
+        """dumps(session_dict(s)) without the closing brace."""
+        num = lambda v: "null" if v is None else str(v)  # noqa: E731
+        name, text, time_ = self.name, self.text, self.time
+        return (
+            f'{{"id":{_quote(s.id)},"user":{name(s.user)},"title":{text(s.title)},"provider":{name(s.provider)},'
+            f'"model":{name(s.model)},"status":{name(s.status)},"created_at":{time_(s.created_at)},'
+            f'"updated_at":{time_(s.updated_at)},"archived_at":{time_(s.archived_at)},'
+            f'"expires_at":{time_(s.expires_at)},"system":{text(s.system, cache=True)},'
+            f'"metadata":{self.metadata(s.metadata)},"options":{dumps(dict(s.options)) if s.options else "{}"},'
+            f'"context":{{"max_messages":{num(s.max_context_messages)},"max_tokens":{num(s.max_context_tokens)}}},'
+            f'"stats":{{"messages":{s.message_count},"tokens_in":{s.tokens_in},"tokens_out":{s.tokens_out},'
+            f'"redactions":{s.redactions}}}'
+        )
 
     def render(self, rows: Iterable[tuple[Any, ...]]) -> str:
         ascii_, unicode_, name, iso_, red = self._ascii, self._unicode, self.name, self.iso, self.redactions
@@ -345,9 +375,8 @@ class _FastMessages:
 def export_session_json(s: Session, rows: Iterable[tuple[Any, ...]], fast: _FastMessages | None = None) -> str:
     """dumps(session_dict(s, messages)) for messages given as store.export rows: the
     same text, without a Message object, a dict and a json.dumps per message."""
-    head = dumps(session_dict(s))
-    body = (fast or _FastMessages()).render(rows)
-    return f'{head[:-1]},"messages":[{body}]}}'
+    fast = fast or _FastMessages()
+    return f'{fast.session(s)},"messages":[{fast.render(rows)}]}}'
 
 
 class ExportWriter:

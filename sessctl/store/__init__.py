@@ -92,6 +92,7 @@ class Store:
         # transaction so a process that cached the data key before another process ran
         # `key rotate --reencrypt` never seals a value under the retired key.
         self._dek_check: bytes | None = None
+        self._open: Callable[[bytes, bytes], str] | None = None  # cipher.opener(), for reads
         self._write_depth = 0
 
     # --- opening ---------------------------------------------------------------
@@ -221,8 +222,7 @@ class Store:
             return
         row = self.conn.execute("SELECT dek_check FROM keyring WHERE id = 1").fetchone()
         if row is None or row[0] != self._dek_check:
-            self._cipher = None
-            self._dek_check = None
+            self.forget_key()
 
     # --- keys ---------------------------------------------------------------------
 
@@ -298,12 +298,14 @@ class Store:
         crypto.verify_key_check(cipher, ring["dek_check"], ring["db_id"])
         self._cipher = cipher
         self._dek_check = ring["dek_check"]
+        self._open = cipher.opener()
         return cipher
 
     def forget_key(self) -> None:
         """Drop the cached data key (after this process changed the keyring)."""
         self._cipher = None
         self._dek_check = None
+        self._open = None
 
     def _need_cipher(self) -> crypto.Cipher:
         cipher = self.cipher()
@@ -329,8 +331,10 @@ class Store:
     ) -> str | None:
         if blob is None:
             return None
+        if self._open is None:
+            self._need_cipher()
         try:
-            return self._need_cipher().open(blob, crypto.aad(table, field, session_id, session_pk, row))
+            return self._open(blob, crypto.aad(table, field, session_id, session_pk, row))  # type: ignore[misc]
         except crypto.Tampered:
             where = f"{table}.{field} of session {session_id!r}" + (f" message {row}" if table == "messages" else "")
             raise CryptoError(
