@@ -14,12 +14,8 @@ Envelope scheme (SPEC.md, Storage and encryption):
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +35,9 @@ class Tampered(Exception):
 
 
 def _aesgcm(key: bytes) -> Any:
-    # Imported here: cryptography costs ~20 ms and commands that touch no encrypted
-    # value (`--version`, `list` on an empty database, `list --format ids`) skip it.
+    # Imported here (and hashlib, hmac, base64 in the functions that use them):
+    # cryptography costs ~20 ms and commands that touch no encrypted value
+    # (`--version`, `list` on an empty database, `list --format ids`) skip it.
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     return AESGCM(key)
@@ -64,6 +61,9 @@ class Cipher:
     def __init__(self, dek: bytes) -> None:
         if len(dek) != KEY_BYTES:
             raise ValueError("data key must be 32 bytes")
+        import hashlib
+        import hmac
+
         self._aes = _aesgcm(dek)
         self._index_key = hmac.new(dek, b"sessctl metadata index v1", hashlib.sha256).digest()
 
@@ -103,6 +103,9 @@ class Cipher:
     def index_tag(self, key: str, value: str) -> bytes:
         """A keyed hash of one metadata pair, so `--meta K=V` filters by SQL without
         storing the value. Reveals only which sessions share a pair, never the pair."""
+        import hashlib
+        import hmac
+
         msg = json.dumps([key, value], ensure_ascii=False).encode()
         return hmac.new(self._index_key, msg, hashlib.sha256).digest()[:16]
 
@@ -120,6 +123,8 @@ class Kek:
     @property
     def fingerprint(self) -> str:
         """Short id of the KEK, to tell key files apart (`key status`); not secret-bearing."""
+        import hashlib
+
         return hashlib.sha256(b"sessctl kek id v1" + self.key).hexdigest()[:16]
 
 
@@ -128,6 +133,8 @@ def _ensure_private_dir(path: Path) -> None:
 
 
 def read_key_file(path: Path) -> bytes:
+    import base64
+
     try:
         text = path.read_text().strip()
     except FileNotFoundError:
@@ -153,10 +160,12 @@ def create_key_file(path: Path) -> bytes:
     the link appears whole or not at all and fails if the name exists, so a racing
     process never reads a half-written key and an existing key is never replaced. Only
     when the filesystem refuses hard links do we fall back to O_EXCL on the final name."""
+    import base64
+
     _ensure_private_dir(path.parent)
-    key = secrets.token_bytes(KEY_BYTES)
+    key = os.urandom(KEY_BYTES)
     data = (base64.b64encode(key).decode() + "\n").encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
@@ -212,6 +221,8 @@ def kek_from_file(path: Path, *, create: bool) -> Kek:
 
 def kek_from_passphrase(passphrase: str, kdf: dict[str, Any] | None = None) -> Kek:
     """Derive with Argon2id; `kdf` holds the stored salt and parameters (None: new ones)."""
+    import base64
+
     from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
     if not passphrase:
@@ -235,7 +246,7 @@ def _wrap_aad(db_id: str) -> bytes:
 
 
 def new_data_key() -> bytes:
-    return secrets.token_bytes(KEY_BYTES)
+    return os.urandom(KEY_BYTES)  # the same source as the secrets module, without importing it
 
 
 def wrap(kek: Kek, dek: bytes, db_id: str) -> bytes:

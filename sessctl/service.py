@@ -7,7 +7,6 @@ Each takes an App (configuration, streams, clock) and returns data; the CLI prin
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,6 +274,8 @@ class AtomicOutput:
         self.fh: IO[str] | None = None
 
     def __enter__(self) -> TextIO:
+        import tempfile
+
         directory = self.path.parent if str(self.path.parent) else Path(".")
         try:
             fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)

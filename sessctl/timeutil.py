@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
 
 from sessctl.errors import UsageError
 
@@ -50,6 +49,8 @@ def parse_duration(text: str, *, what: str = "duration") -> int:
 
 def parse_iso(text: str, *, what: str = "time") -> int:
     """An ISO-8601 date or date-time → Unix seconds. Naive times are taken as UTC."""
+    from datetime import datetime, timezone  # only commands given a date pay for it
+
     s = text.strip()
     if s.endswith(("Z", "z")):
         s = s[:-1] + "+00:00"

@@ -19,10 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +170,8 @@ class Store:
                             f"({self.config.busy_timeout_ms} ms); try again or raise [storage] busy_timeout"
                         ) from None
                     raise
+                import random  # only on this rare path: it costs start-up time
+
                 attempts += 1
                 time.sleep(random.uniform(0.01, 0.05) * attempts)
 
@@ -271,7 +271,7 @@ class Store:
             def make(conn: sqlite3.Connection) -> None:
                 if conn.execute("SELECT 1 FROM keyring WHERE id = 1").fetchone():
                     return  # another process made it first; use theirs
-                db_id = uuid.uuid4().hex
+                db_id = os.urandom(16).hex()
                 dek = crypto.new_data_key()
                 now = int(time.time())
                 conn.execute(
