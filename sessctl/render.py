@@ -384,7 +384,6 @@ class ExportWriter:
 
     def __init__(self, out: TextIO, fmt: str) -> None:
         self.out, self.fmt, self.count = out, fmt, 0
-        self._fast: _FastMessages | None = None
 
     def __enter__(self) -> ExportWriter:
         if self.fmt == "json":
@@ -404,16 +403,28 @@ class ExportWriter:
                 self.out.write(text + "\n")
         self.count += 1
 
-    def write_rows(self, s: Session, rows: Iterable[tuple[Any, ...]]) -> None:
-        """json/jsonl from store.export rows (see export_session_json)."""
-        if self._fast is None:
-            self._fast = _FastMessages()
-        text = export_session_json(s, rows, self._fast)
-        if self.fmt == "json":
-            self.out.write(("\n" if self.count == 0 else ",\n") + text)
+    def write_block(self, block: str | bytes, n: int) -> None:
+        """json/jsonl: n session objects already rendered and joined by newlines
+        (service.export_json). Bytes go straight to the binary stream underneath when
+        there is one. JSON text holds no raw newline, so newlines separate objects."""
+        if isinstance(block, bytes):
+            nl, sep = b"\n", b",\n"
         else:
-            self.out.write(text + "\n")
-        self.count += 1
+            nl, sep = "\n", ",\n"  # type: ignore[assignment]
+        if self.fmt == "json":
+            data = (nl if self.count == 0 else sep) + block.replace(nl, sep)  # type: ignore[operator, arg-type]
+        else:
+            data = block + nl  # type: ignore[operator]
+        if isinstance(data, bytes):
+            binary = getattr(self.out, "buffer", None)
+            if binary is None:
+                self.out.write(data.decode())
+            else:
+                self.out.flush()  # keep order with what went through the text layer
+                binary.write(data)
+        else:
+            self.out.write(data)
+        self.count += n
 
     def __exit__(self, *exc: object) -> None:
         if self.fmt == "json" and exc[0] is None:

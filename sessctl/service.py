@@ -236,10 +236,8 @@ def archive(app: App, ids: Sequence[str], f: SessionFilter, *, dry_run: bool = F
 # --- export ------------------------------------------------------------------------
 
 
-def export(app: App, ids: Sequence[str], f: SessionFilter, *, all_sessions: bool,
-           rows: bool = False) -> Iterator[tuple[Session, Any]]:
-    """Full sessions with decrypted messages, oldest first, one at a time. With `rows`,
-    messages come as store.export rows (for JSON output at millions of messages)."""
+def export(app: App, ids: Sequence[str], f: SessionFilter, *, all_sessions: bool) -> Iterator[tuple[Session, list[Message]]]:
+    """Full sessions with decrypted messages, oldest first, one at a time."""
     if not ids and not all_sessions and f.is_empty():
         raise UsageError("name sessions to export, or give --all or a filter")
     store = app.store(create=False)
@@ -253,13 +251,39 @@ def export(app: App, ids: Sequence[str], f: SessionFilter, *, all_sessions: bool
         # One snapshot for the whole export: sessions written, sent to or re-keyed by
         # other processes meanwhile never appear half-way through.
         with store.reading():
-            if rows:
-                from sessctl.store.export import export_rows
-
-                yield from export_rows(store, f)
-                return
             for s in store.list_sessions(f, oldest_first=True):
                 yield s, store.messages(s)
+
+    return gen()
+
+
+def export_json(app: App, ids: Sequence[str], f: SessionFilter, *,
+                all_sessions: bool) -> Iterator[tuple[str | bytes, int]]:
+    """What `export` gives, as blocks of session objects' JSON text (n sessions joined by
+    newlines; str, or UTF-8 bytes from workers): the fast path for json/jsonl
+    (store.export rows rendered directly; forked workers for a large database, see
+    export_workers.py). render.ExportWriter.write_block writes them."""
+    if not ids and not all_sessions and f.is_empty():
+        raise UsageError("name sessions to export, or give --all or a filter")
+    store = app.store(create=False)
+    if ids:
+        _require_ids(store, ids)
+    if store is None:
+        return iter(())
+    f = select(f, ids)
+    from sessctl import export_workers, render
+
+    workers = export_workers.worker_count(app)
+    if workers > 1:
+        return export_workers.json_blocks(app, f, workers)
+
+    def gen() -> Iterator[tuple[str | bytes, int]]:
+        from sessctl.store.export import export_rows
+
+        fast = render._FastMessages()
+        with store.reading():  # one snapshot for the whole export
+            for s, rows in export_rows(store, f):
+                yield render.export_session_json(s, rows, fast), 1
 
     return gen()
 

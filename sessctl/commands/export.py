@@ -37,15 +37,24 @@ def cli(ctx: click.Context, session_ids: tuple[str, ...], all_sessions: bool, fm
     app = get_app(ctx)
     fmt = resolve_format(fmt, json_flag)
     f = build_filter(app, kw)
-    rows = fmt != "markdown"  # JSON streams through the fast path
-    sessions = service.export(app, session_ids, f, all_sessions=all_sessions, rows=rows)
+    if fmt == "markdown":
+        sessions = service.export(app, session_ids, f, all_sessions=all_sessions)
+    else:
+        blocks = service.export_json(app, session_ids, f, all_sessions=all_sessions)
     # A bar only when the export does not go to the same terminal it would draw on.
     bar = (output is not None or not app.stdout_isatty) and ops.wants_progress(app, ops.PROGRESS_MIN_ITEMS)
     with contextlib.ExitStack() as stack:
+        # Close the stream before the database when the reader goes away (`| head`):
+        # it ends its read transaction and stops any export workers.
+        stack.enter_context(contextlib.closing(sessions if fmt == "markdown" else blocks))  # type: ignore[arg-type]
         out = stack.enter_context(service.AtomicOutput(output)) if output else app.stdout
         step = stack.enter_context(ops.progress(app, ops.count(app, f) if bar else 0, "exporting"))
         with render.ExportWriter(out, fmt) as writer:
-            write = writer.write_rows if rows else writer.write
-            for session, messages in sessions:
-                write(session, messages)
-                step(1)
+            if fmt == "markdown":
+                for session, messages in sessions:
+                    writer.write(session, messages)
+                    step(1)
+            else:
+                for block, n in blocks:
+                    writer.write_block(block, n)
+                    step(n)

@@ -212,8 +212,11 @@ class Store:
             self._check_data_key()
             yield
         finally:
-            if self.conn.in_transaction:
-                self.conn.execute("COMMIT")
+            try:
+                if self.conn.in_transaction:
+                    self.conn.execute("COMMIT")
+            except sqlite3.ProgrammingError:
+                pass  # already closed: the transaction ended with the connection
 
     def _check_data_key(self) -> None:
         """Forget the cached data key if the keyring now holds another one (re-read
@@ -300,6 +303,11 @@ class Store:
         self._dek_check = ring["dek_check"]
         self._open = cipher.opener()
         return cipher
+
+    def adopt_key(self, other: Store) -> None:
+        """Use the data key another Store unlocked (a forked export worker inherits it,
+        so a passphrase is not run through Argon2id again in every worker)."""
+        self._cipher, self._dek_check, self._open = other._cipher, other._dek_check, other._open
 
     def forget_key(self) -> None:
         """Drop the cached data key (after this process changed the keyring)."""

@@ -33,45 +33,55 @@ _MESSAGE_COLS = (
 MessageRow = tuple[Any, ...]
 
 
+def export_pks(store: Any, f: SessionFilter) -> Any:
+    """A cursor over the pks of the sessions matching f, in export order (oldest first)."""
+    where, params = store._where(f, "s")
+    return store.conn.execute(f"SELECT s.pk FROM sessions s{where} ORDER BY s.created_at, s.pk", params)
+
+
 def export_rows(store: Any, f: SessionFilter, *, batch: int = 256) -> Iterator[tuple[Session, list[MessageRow]]]:
     """Sessions matching f, oldest first, each with its messages as MessageRows."""
-    from sessctl.store import _SESSION_COLS
-
-    conn = store.conn
-    where, params = store._where(f, "s")
-    pks = conn.execute(f"SELECT s.pk FROM sessions s{where} ORDER BY s.created_at, s.pk", params)
-    cipher = store.cipher()
-    open_ = cipher.opener() if cipher is not None else None
+    pks = export_pks(store, f)
     while True:
         chunk = [r[0] for r in pks.fetchmany(batch)]
         if not chunk:
             return
-        marks = ",".join("?" * len(chunk))
-        rows = {r[0]: r for r in conn.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE pk IN ({marks})", chunk)}
-        messages: dict[int, list[Any]] = {}
-        for row in conn.execute(
-            f"SELECT {_MESSAGE_COLS} FROM messages m JOIN message_bodies b ON b.id = m.id "
-            f"WHERE m.session_pk IN ({marks}) ORDER BY m.session_pk, m.seq",
-            chunk,
-        ):
-            messages.setdefault(row[0], []).append(row)
-        for pk in chunk:
-            srow = rows.get(pk)
-            if srow is None:  # cannot happen inside one read snapshot; be safe anyway
-                continue
-            session = store._session(srow)
-            msgs = messages.get(pk, [])
-            if msgs and open_ is None:
-                raise CryptoError(f"{store.path} holds encrypted data but has no key table; run `sessctl doctor`")
-            prefix = crypto.aad_prefix("messages", "content", session.id, pk)
-            out: list[MessageRow] = []
-            for _, seq, role, blob, *rest in msgs:
-                try:
-                    text = open_(blob, prefix + str(seq).encode())  # type: ignore[misc]
-                except crypto.Tampered:
-                    raise CryptoError(
-                        f"cannot decrypt messages.content of session {session.id!r} message {seq}: "
-                        "the value was altered or moved; run `sessctl doctor`"
-                    ) from None
-                out.append((seq, role, text, *rest))
-            yield session, out
+        yield from rows_for(store, chunk)
+
+
+def rows_for(store: Any, chunk: list[int]) -> Iterator[tuple[Session, list[MessageRow]]]:
+    """The sessions with these pks (in this order; missing ones skipped) and their messages."""
+    from sessctl.store import _SESSION_COLS
+
+    conn = store.conn
+    cipher = store.cipher()
+    open_ = cipher.opener() if cipher is not None else None
+    marks = ",".join("?" * len(chunk))
+    rows = {r[0]: r for r in conn.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE pk IN ({marks})", chunk)}
+    messages: dict[int, list[Any]] = {}
+    for row in conn.execute(
+        f"SELECT {_MESSAGE_COLS} FROM messages m JOIN message_bodies b ON b.id = m.id "
+        f"WHERE m.session_pk IN ({marks}) ORDER BY m.session_pk, m.seq",
+        chunk,
+    ):
+        messages.setdefault(row[0], []).append(row)
+    for pk in chunk:
+        srow = rows.get(pk)
+        if srow is None:  # deleted since the pks were read (a parallel export's worker snapshot)
+            continue
+        session = store._session(srow)
+        msgs = messages.get(pk, [])
+        if msgs and open_ is None:
+            raise CryptoError(f"{store.path} holds encrypted data but has no key table; run `sessctl doctor`")
+        prefix = crypto.aad_prefix("messages", "content", session.id, pk)
+        out: list[MessageRow] = []
+        for _, seq, role, blob, *rest in msgs:
+            try:
+                text = open_(blob, prefix + str(seq).encode())  # type: ignore[misc]
+            except crypto.Tampered:
+                raise CryptoError(
+                    f"cannot decrypt messages.content of session {session.id!r} message {seq}: "
+                    "the value was altered or moved; run `sessctl doctor`"
+                ) from None
+            out.append((seq, role, text, *rest))
+        yield session, out
