@@ -141,6 +141,10 @@ def test_sequence_gap_is_7(run: Run, ok: Run, paths: Paths) -> None:
     assert code == 7
     assert [n for n, s in _status(checks).items() if s != "ok"] == ["sequences"]
     assert checks["sequences"]["problems"] == ["session 'a': 4 messages (seq 1..6), counter says 4"]
+    # --quick samples sessions; a sample as large as the database finds it too.
+    code, checks, _ = _doctor(run, "--quick", "--sample", "10")
+    assert code == 7 and checks["sequences"]["status"] == "fail"
+    assert checks["sequences"]["detail"].startswith("1 sessions")
 
 
 def test_half_written_turn_is_7(run: Run, ok: Run, paths: Paths) -> None:
@@ -154,10 +158,12 @@ def test_half_written_turn_is_7(run: Run, ok: Run, paths: Paths) -> None:
     assert code == 7
     assert [n for n, s in _status(checks).items() if s != "ok"] == ["turns"]
     assert checks["turns"]["problems"] == ["session 'b' message 1: user (ok) is not part of a whole turn"]
+    code, checks, _ = _doctor(run, "--quick", "--sample", "10")
+    assert code == 7 and checks["turns"]["status"] == "fail"
     # Marked unanswered (what send writes when the call fails), it is a whole turn again.
     _sql(paths, "UPDATE messages SET status = 'unanswered' WHERE session_pk = (SELECT pk FROM sessions WHERE id = 'b')")
     code, checks, _ = _doctor(run)
-    assert code == 0 and checks["turns"]["detail"] == "no half-written turns (1 unanswered, kept as such)"
+    assert code == 0 and checks["turns"]["detail"] == "no half-written turns; 1 unanswered messages kept as such"
 
 
 def test_counters_and_orphans_are_7(run: Run, ok: Run, paths: Paths) -> None:
@@ -168,6 +174,8 @@ def test_counters_and_orphans_are_7(run: Run, ok: Run, paths: Paths) -> None:
     _sql(paths, "UPDATE sessions SET tokens_out = tokens_out - 5 WHERE id = 'a'",
          "PRAGMA foreign_keys = OFF", "DELETE FROM message_bodies WHERE id = 1")
     code, checks, _ = _doctor(run)
+    assert code == 7 and checks["orphans"]["detail"] == "1 messages without a body"
+    code, checks, _ = _doctor(run, "--quick")
     assert code == 7 and checks["orphans"]["detail"] == "1 messages without a body"
 
 

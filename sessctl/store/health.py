@@ -92,23 +92,36 @@ class SessionTotals:
     sum_redactions: int
 
 
-def inconsistent_sessions(conn: sqlite3.Connection) -> Iterator[SessionTotals]:
-    """Sessions whose messages are not exactly seq 1..message_count, or whose token or
-    redaction counters disagree with their messages (one pass, grouped by session)."""
-    sql = """
-        SELECT s.id, s.message_count, s.tokens_in, s.tokens_out, s.redactions,
-               count(m.seq), min(m.seq), max(m.seq),
-               total(m.tokens_in), total(m.tokens_out), total(m.redaction_count)
-        FROM sessions s LEFT JOIN messages m ON m.session_pk = s.pk
-        GROUP BY s.pk
-        HAVING count(m.seq) != s.message_count
-            OR (count(m.seq) > 0 AND (min(m.seq) != 1 OR max(m.seq) != count(m.seq)))
-            OR total(m.tokens_in) != s.tokens_in OR total(m.tokens_out) != s.tokens_out
-            OR total(m.redaction_count) > s.redactions
-    """
-    for row in conn.execute(sql):
-        sid, mc, tin, tout, red, n, lo, hi, sin, sout, sred = row
-        yield SessionTotals(sid, mc, tin, tout, red, n, lo, hi, int(sin), int(sout), int(sred))
+def _only(pks: list[int] | None, column: str) -> Iterator[tuple[str, list[int]]]:
+    """(extra condition, params) per chunk of pks; one unconditional pass when pks is None."""
+    if pks is None:
+        yield "1", []
+        return
+    for i in range(0, len(pks), 500):
+        chunk = pks[i:i + 500]
+        yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
+
+
+def inconsistent_sessions(conn: sqlite3.Connection, pks: list[int] | None = None) -> Iterator[SessionTotals]:
+    """Sessions (all, or those with these pks) whose messages are not exactly seq
+    1..message_count, or whose token or redaction counters disagree with their
+    messages (one pass, grouped by session)."""
+    for cond, params in _only(pks, "s.pk"):
+        sql = f"""
+            SELECT s.id, s.message_count, s.tokens_in, s.tokens_out, s.redactions,
+                   count(m.seq), min(m.seq), max(m.seq),
+                   total(m.tokens_in), total(m.tokens_out), total(m.redaction_count)
+            FROM sessions s LEFT JOIN messages m ON m.session_pk = s.pk
+            WHERE {cond}
+            GROUP BY s.pk
+            HAVING count(m.seq) != s.message_count
+                OR (count(m.seq) > 0 AND (min(m.seq) != 1 OR max(m.seq) != count(m.seq)))
+                OR total(m.tokens_in) != s.tokens_in OR total(m.tokens_out) != s.tokens_out
+                OR total(m.redaction_count) > s.redactions
+        """
+        for row in conn.execute(sql, params):
+            sid, mc, tin, tout, red, n, lo, hi, sin, sout, sred = row
+            yield SessionTotals(sid, mc, tin, tout, red, n, lo, hi, int(sin), int(sout), int(sred))
 
 
 # A turn is a user message and the reply right after it. What a stored history may
@@ -123,23 +136,30 @@ _HALF_TURNS = """
     JOIN sessions s ON s.pk = m.session_pk
     LEFT JOIN messages n ON n.session_pk = m.session_pk AND n.seq = m.seq + 1
     LEFT JOIN messages p ON p.session_pk = m.session_pk AND p.seq = m.seq - 1
-    WHERE (m.role = 'user' AND m.status = 'ok' AND (n.role IS NOT 'assistant' OR n.status IS NOT 'ok'))
+    WHERE ({only}) AND ((m.role = 'user' AND m.status = 'ok' AND (n.role IS NOT 'assistant' OR n.status IS NOT 'ok'))
        OR (m.role = 'user' AND m.status = 'unanswered' AND n.role IS 'assistant' AND n.status IS 'ok')
        OR (m.role = 'user' AND m.status = 'incomplete')
        OR (m.role = 'assistant' AND m.status = 'ok' AND (p.role IS NOT 'user' OR p.status IS NOT 'ok'))
        OR (m.role = 'assistant' AND m.status = 'incomplete' AND (p.role IS NOT 'user' OR p.status IS NOT 'unanswered'))
-       OR (m.role = 'assistant' AND m.status = 'unanswered')
+       OR (m.role = 'assistant' AND m.status = 'unanswered'))
     ORDER BY m.session_pk, m.seq
 """
 
 
-def half_turns(conn: sqlite3.Connection) -> Iterator[tuple[str, int, str, str]]:
-    """Messages that break the turn rules above: (session id, seq, role, status)."""
-    yield from conn.execute(_HALF_TURNS)
+def half_turns(conn: sqlite3.Connection, pks: list[int] | None = None) -> Iterator[tuple[str, int, str, str]]:
+    """Messages (of all sessions, or of those with these pks) that break the turn rules
+    above: (session id, seq, role, status)."""
+    for cond, params in _only(pks, "m.session_pk"):
+        yield from conn.execute(_HALF_TURNS.format(only=cond), params)
 
 
-def orphans(conn: sqlite3.Connection) -> dict[str, int]:
+def orphans(conn: sqlite3.Connection, *, quick: bool = False) -> dict[str, int]:
+    """Rows without their counterpart. Quick: only compares the two tables' sizes
+    (foreign keys make a body without a message impossible while they are on)."""
     one = lambda sql: int(conn.execute(sql).fetchone()[0])  # noqa: E731
+    if quick:
+        diff = one("SELECT (SELECT count(*) FROM messages) - (SELECT count(*) FROM message_bodies)")
+        return {"messages without a body": max(diff, 0), "bodies without a message": max(-diff, 0)}
     return {
         "bodies without a message": one(
             "SELECT count(*) FROM message_bodies b WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = b.id)"
