@@ -1,4 +1,4 @@
-"""SIGKILL at random points of send, bulk archive, key rotate and key rotate --reencrypt.
+"""SIGKILL at random points of send, bulk archive, import, key rotate and key rotate --reencrypt.
 
 After every kill the database must pass `PRAGMA integrity_check` and a full `doctor`
 (every value decrypts, the --meta index matches, sequences gap-free, no half-written
@@ -83,7 +83,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 
 def verify(paths: Paths, env: dict[str, str] | None = None, context: str = "") -> None:
     """The database is sound after a kill: SQLite's own check, then a full doctor."""
-    c = sqlite3.connect(paths.db)
+    c = sqlite3.connect((env or {}).get("SESSCTL_DB", paths.db))
     try:
         assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)], context
     finally:
@@ -200,6 +200,42 @@ def test_kill_during_bulk_archive(zygote: Zygote, paths: Paths, rng: random.Rand
         states.add(status)
         verify(paths, context=f"round {i}")
     assert states == {"active", "archived"} or ROUNDS < 5
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+def test_kill_during_import(zygote: Zygote, paths: Paths, rng: random.Random) -> None:
+    _bulk(150, 5)
+    source = paths.root / "export.jsonl"
+    code, out, err = _cli("export", "--all", "--format", "jsonl")
+    assert code == 0, err
+    source.write_text(out)
+    want = out
+    target = {"SESSCTL_DB": str(paths.root / "target" / "sessions.db")}
+    env = _env(paths, **target)
+    argv = ["-q", "import", str(source), "--on-conflict", "replace"]
+    d = _duration(zygote, env, argv, 1)
+    (paths.root / "target" / "sessions.db").unlink()  # start empty: the first rounds show none-or-all
+    for suffix in ("-wal", "-shm"):
+        (paths.root / "target" / f"sessions.db{suffix}").unlink(missing_ok=True)
+    outcomes = {"none": 0, "all": 0}
+    for i in range(ROUNDS):
+        r = zygote.run(env, argv=argv, kill_after=rng.uniform(0, 1.5 * d))
+        assert r["killed"] or r["exit"] == 0, r
+        if not Path(target["SESSCTL_DB"]).exists():
+            outcomes["none"] += 1
+            continue
+        verify(paths, target, f"round {i}")
+        code, out, err = _cli("export", "--all", "--format", "jsonl", env=target)
+        assert code == 0, err
+        # One transaction: nothing, or every session exactly as exported.
+        if out == "":
+            outcomes["none"] += 1
+        else:
+            assert out == want, f"round {i}: a partial import is visible"
+            outcomes["all"] += 1
+    assert outcomes["all"] > 0, outcomes
 
 
 # --- key rotation ------------------------------------------------------------------------
