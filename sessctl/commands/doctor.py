@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import click
@@ -30,31 +31,22 @@ def cli(ctx: click.Context, quick: bool, sample: int, fmt: str, json_flag: bool)
       sessctl doctor --quick
       sessctl doctor --json | jq '.checks[] | select(.status != "ok")'
     """
-    from sessctl import doctor, report
+    from sessctl import doctor, ops, report
 
     app = get_app(ctx)
-    show_bar = _isatty(app.stderr) and not app.quiet
-    bars: list[Any] = []
+    with contextlib.ExitStack() as stack:
 
-    def progress(total: int) -> Any:
-        if not show_bar or total == 0:
-            return None
-        bar = click.progressbar(length=total, label="decrypting", file=app.stderr)
-        bar.__enter__()
-        bars.append(bar)
-        seen = [0]
+        def progress(total: int) -> Any:
+            step = stack.enter_context(ops.progress(app, total, "decrypting"))
+            seen = [0]
 
-        def update(done: int, _total: int) -> None:
-            bar.update(done - seen[0])
-            seen[0] = done
+            def update(done: int, _total: int) -> None:
+                step(done - seen[0])
+                seen[0] = done
 
-        return update
+            return update
 
-    try:
         result = doctor.run(app, quick=quick, sample=sample, progress=progress)
-    finally:
-        for bar in bars:
-            bar.__exit__(None, None, None)
     report.write_doctor(app.stdout, result, resolve_format(fmt, json_flag))
     if result.exit_code:
         app.stdout.flush()
@@ -62,9 +54,3 @@ def cli(ctx: click.Context, quick: bool, sample: int, fmt: str, json_flag: bool)
         app.stderr.write(f"sessctl: error: doctor found problems ({names}); see the report above\n")
         ctx.exit(result.exit_code)
 
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False

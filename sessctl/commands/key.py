@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import click
@@ -74,32 +75,24 @@ def rotate_cmd(ctx: click.Context, new_key_file: str | None, new_passphrase_env:
       sessctl key rotate --reencrypt
       sessctl key rotate --reencrypt --new-key-file /secure/key.new
     """
-    from sessctl import keys, report
+    from sessctl import keys, ops, report
 
     app = get_app(ctx)
-    stderr_tty = _isatty(app.stderr) and not app.quiet
-    bars: list[Any] = []
+    with contextlib.ExitStack() as stack:
 
-    def progress(total: int) -> Any:
-        if not stderr_tty or total == 0:
-            return None
-        bar = click.progressbar(length=total, label="re-encrypting", file=app.stderr)
-        bar.__enter__()
-        bars.append(bar)
-        seen = [0]
+        def progress(total: int) -> Any:
+            # The total is known only once the key has been checked, inside rotate().
+            step = stack.enter_context(ops.progress(app, total, "re-encrypting"))
+            seen = [0]
 
-        def update(done: int, _total: int) -> None:
-            bar.update(done - seen[0])
-            seen[0] = done
+            def update(done: int, _total: int) -> None:
+                step(done - seen[0])
+                seen[0] = done
 
-        return update
+            return update
 
-    try:
         result = keys.rotate(app, new_key_file=new_key_file, new_passphrase_env=new_passphrase_env,
                              reencrypt=reencrypt, progress=progress)
-    finally:
-        for bar in bars:
-            bar.__exit__(None, None, None)
     report.write_rotate(app.stdout, result, resolve_format(fmt, json_flag))
     if result.key_file is not None:
         if result.key_file.resolve() != app.config.key_file.resolve():
@@ -109,9 +102,3 @@ def rotate_cmd(ctx: click.Context, new_key_file: str | None, new_passphrase_env:
         app.notice(f"the database now opens only with the new passphrase: set SESSCTL_PASSPHRASE to the value of "
                    f"{result.passphrase_env}")
 
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
