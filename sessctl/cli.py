@@ -80,6 +80,14 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
+class _PipeClosed(Exception):
+    """stdout's reader went away."""
+
+
+class _Interrupted(Exception):
+    """Ctrl-C outside the places that handle it themselves."""
+
+
 class SessctlGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -89,6 +97,17 @@ class SessctlGroup(click.Group):
         if module is None:
             return None
         return importlib.import_module(f"sessctl.commands.{module}").cli  # type: ignore[no-any-return]
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # Click turns a closed pipe into exit 1 and Ctrl-C into Abort (after printing a
+        # blank line) even outside standalone mode; carry both past it untouched so
+        # `run` gives them their Unix statuses (141, 130) and one clean line.
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _PipeClosed() from exc
+        except KeyboardInterrupt as exc:
+            raise _Interrupted() from exc
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # type: ignore[override]
         """Run, then exit with the SPEC code; every error is one line on stderr."""
@@ -124,10 +143,10 @@ def run(group: click.Group, argv: list[str], prog_name: str, debug: bool, **extr
             traceback.print_exc()
         _error(exc.message)
         return int(exc.exit_code)
-    except (KeyboardInterrupt, click.Abort):
+    except (KeyboardInterrupt, click.Abort, _Interrupted):
         _error("interrupted")
         return ExitStatus.INTERRUPTED
-    except BrokenPipeError:
+    except (BrokenPipeError, _PipeClosed):
         # The reader went away (`| head`): stop quietly with SIGPIPE's status, as Unix
         # tools do. Point stdout at /dev/null so the interpreter's final flush is silent.
         try:

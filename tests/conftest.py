@@ -72,7 +72,8 @@ class Result:
         return json.loads(self.stdout)
 
     def jsonl(self) -> list[Any]:
-        return [json.loads(line) for line in self.stdout.splitlines()]
+        # split("\n"), not splitlines(): U+2028 and friends may sit inside JSON strings.
+        return [json.loads(line) for line in self.stdout.split("\n") if line]
 
 
 Run = Callable[..., Result]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import io
 
 import pytest
@@ -444,3 +445,28 @@ def test_stats_table(ok: Run, populated) -> None:
     assert out[0].split() == ["METRIC", "VALUE"]
     assert out[2].split(maxsplit=1) == ["sessions", "3 (2 active, 1 archived)"]
     assert ok("stats", "--by", "provider").stdout.splitlines()[2].split()[:3] == ["echo", "3", "2"]
+
+
+# --- pipes and signals -----------------------------------------------------------------
+
+
+def test_closed_pipe_exits_141_quietly(ok: Run, paths: Paths, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    lines = [json.dumps({"id": f"p{i}", "messages": [
+        {"seq": 1, "role": "user", "content": "x" * 4000, "created_at": T0, "redactions": {}}]})
+        for i in range(400)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    ok("import", str(src))
+    for args in (["export", "--all", "--format", "jsonl"], ["export", "--all", "--format", "json"]):
+        proc = subprocess.Popen([sys.executable, "-m", "sessctl", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=os.environ.copy())
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.read(10)
+        proc.stdout.close()  # the reader goes away, as `| head -c 10` would
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 141, err
+        assert err == b""
