@@ -89,7 +89,7 @@ message naming the key.
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -230,15 +230,16 @@ class Sanitizer:
         hits = self._find(text)
         if not hits:
             return text, {}
-        text, counts = self._redact(text, hits)  # hits come sorted
-        # A redaction can expose a match that overlapped it (two card numbers one space
-        # apart), so scan again until nothing changes: sanitizing twice must equal once.
-        # Clean text (the common case) never gets here; redacted text rarely loops twice.
+        text, counts, spans = self._redact(text, hits)  # hits come sorted
+        # A redaction can expose a match it used to overlap (a card number one space
+        # after another), so sanitizing twice would change more. Rescan until nothing
+        # changes, but only around the new markers: everywhere else the text, and
+        # the context any rule looks at, is what the full scan just saw.
         for _ in range(_MAX_PASSES - 1):
-            hits = self._find(text)
-            if not hits:
+            found = self._find_in(text, _windows(text, spans))
+            if not found:
                 break
-            text, more = self._redact(text, hits)
+            text, more, spans = self._redact(text, sorted(found))
             for rule, n in more.items():
                 counts[rule] = counts.get(rule, 0) + n
         return text, counts
@@ -269,6 +270,24 @@ class Sanitizer:
                 hits = _outside(hits, marks)
         return hits
 
+    def _find_in(self, text: str, windows: list[tuple[int, int]]) -> list[_r.Hit]:
+        """Hits inside the given stretches of text, in text positions. The stretches are
+        scanned as one text, joined by blank lines that no rule matches across, since
+        every scan has a fixed cost that thousands of small ones would multiply."""
+        starts: list[int] = []  # where each stretch begins in the joined text
+        pos = 0
+        for ws, we in windows:
+            starts.append(pos)
+            pos += we - ws + len(_JOIN)
+        joined = _JOIN.join(text[ws:we] for ws, we in windows)
+        out: list[_r.Hit] = []
+        for s, e, p in self._find(joined):
+            i = bisect_right(starts, s) - 1
+            ws, we = windows[i]
+            if e - starts[i] <= we - ws:  # not across a join
+                out.append((s - starts[i] + ws, e - starts[i] + ws, p))
+        return out
+
     def _allowed(self, text: str, s: int, e: int) -> bool:
         return any(self._allowed_literal(text, s, e, a) for a in self._allow) or any(
             rx.fullmatch(text, s, e) for rx in self._allow_patterns
@@ -284,12 +303,14 @@ class Sanitizer:
         i = text.find(literal, max(0, e - n), s + n)
         return 0 <= i <= s
 
-    def _redact(self, text: str, hits: list[_r.Hit]) -> tuple[str, dict[str, int]]:
-        """Replace sorted hits, merging overlaps into one marker per group."""
+    def _redact(self, text: str, hits: list[_r.Hit]) -> tuple[str, dict[str, int], list[tuple[int, int]]]:
+        """Replace sorted hits, merging overlaps into one marker per group; also
+        returns where the markers stand in the new text."""
         order, labels = self._order, self._labels
         pieces: list[str] = []
         counts: dict[str, int] = {}
-        pos = 0
+        spans: list[tuple[int, int]] = []
+        pos = out = 0
         cur_s, cur_e, cur_p = hits[0]
         for s, e, p in hits[1:] + [(len(text) + 1, len(text) + 1, 0)]:
             if s < cur_e:  # overlapping: one redaction, labelled by the more specific rule
@@ -298,14 +319,58 @@ class Sanitizer:
                 if p < cur_p:
                     cur_p = p
                 continue
+            label = labels[cur_p]
+            out += cur_s - pos
+            spans.append((out, out + len(label)))
+            out += len(label)
             pieces.append(text[pos:cur_s])
-            pieces.append(labels[cur_p])
+            pieces.append(label)
             name = order[cur_p]
             counts[name] = counts.get(name, 0) + 1
             pos = cur_e
             cur_s, cur_e, cur_p = s, e, p
         pieces.append(text[pos:])
-        return "".join(pieces), counts
+        return "".join(pieces), counts, spans
+
+
+_JOIN = "\n\n\n"
+_SPACE = re.compile(r"\s")
+
+
+_REACH = 48
+# A marker hides nothing unless a token continues right after or before it, or digits
+# (a spaced card, IBAN or phone number) stand within a few characters of it.
+_GLUED_AFTER = re.compile(r"[\w+/=.:@-]|[ \t(]{1,2}[+\d]")
+_GLUED_BEFORE = re.compile(r"[\w+/=.:@-]\Z|\d")  # rescan this far around a marker: the longest spaced match (an IBAN) fits
+
+
+def _windows(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """What to rescan after redacting: the text around each marker (spans, sorted),
+    widened to whitespace so no token is cut, merged. A redaction changes matches only
+    next to it: it splits the token it stood in (a key glued to a card number) or ends
+    a run that a spaced format (card, IBAN, phone) had swallowed, within _REACH
+    characters. Linear: stretches never overlap, and a marker inside the stretch
+    already taken adds nothing, so each character is searched once."""
+    out: list[tuple[int, int]] = []
+    n = len(text)
+    for ms, me in spans:
+        floor = out[-1][1] if out else 0
+        if out and me + _REACH <= floor:
+            continue
+        if not (_GLUED_AFTER.match(text, me) or _GLUED_BEFORE.search(text, max(0, ms - 3), ms)):
+            continue  # whitespace or a quote on both sides, no digits near: nothing was hidden
+        s, e = max(floor, ms - _REACH), min(n, me + _REACH)
+        if s > floor:
+            cut = max(text.rfind(c, floor, s) for c in " \n\t")
+            s = cut + 1 if cut >= 0 else floor
+        if e < n:
+            m = _SPACE.search(text, e)
+            e = m.start() if m else n
+        if out and s <= floor:
+            out[-1] = (out[-1][0], max(floor, e))
+        else:
+            out.append((s, e))
+    return out
 
 
 def _outside(hits: list[_r.Hit], marks: list[tuple[int, int]]) -> list[_r.Hit]:

@@ -278,3 +278,21 @@ def test_each_example_is_redacted_by_its_own_rule_alone(info: RuleInfo) -> None:
     clean, counts = alone.sanitize(f"example: {info.example} (fake)")
     assert counts == {info.name: 1}
     assert f"[REDACTED:{info.name}]" in clean
+
+
+GLUED = [
+    # A redaction ends the token or digit run that hid its neighbour: the neighbour
+    # must be found in the same call, or sanitizing twice would differ from once.
+    "4111 1111 1111 1111-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",
+    "SK534bc4d6cda02b08b4515c476d3a7d82-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",
+    "BE68 5390 0754 7034 6011 0009 9013 9424",
+    "francois71@example.nethttps://hooks.slack.com/services/TC3D3CGLO/BKWTLXYSTF5/iyno5xVZVA8HzYzHly1JYJk",
+]
+
+
+@pytest.mark.parametrize("text", GLUED)
+def test_glued_secrets_are_all_found_in_one_call(text: str) -> None:
+    s = Sanitizer.from_config({"enable": ["phone"]})
+    once, counts = s.sanitize(text)
+    assert s.sanitize(once) == (once, {})
+    assert sum(counts.values()) == 2, (once, counts)
