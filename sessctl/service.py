@@ -236,16 +236,22 @@ def archive(app: App, ids: Sequence[str], f: SessionFilter, *, dry_run: bool = F
 # --- export ------------------------------------------------------------------------
 
 
-def export(app: App, ids: Sequence[str], f: SessionFilter, *, all_sessions: bool) -> Iterator[tuple[Session, list[Message]]]:
-    """Full sessions with decrypted messages, oldest first, one at a time."""
+def _export_selection(app: App, ids: Sequence[str], f: SessionFilter, all_sessions: bool) -> tuple[Any, SessionFilter]:
+    """The store (None: no database yet) and the filter an export reads; unknown ids
+    fail (exit 3) before anything is written."""
     if not ids and not all_sessions and f.is_empty():
         raise UsageError("name sessions to export, or give --all or a filter")
     store = app.store(create=False)
     if ids:
         _require_ids(store, ids)
+    return store, select(f, ids)
+
+
+def export(app: App, ids: Sequence[str], f: SessionFilter, *, all_sessions: bool) -> Iterator[tuple[Session, list[Message]]]:
+    """Full sessions with decrypted messages, oldest first, one at a time."""
+    store, f = _export_selection(app, ids, f, all_sessions)
     if store is None:
         return iter(())
-    f = select(f, ids)
 
     def gen() -> Iterator[tuple[Session, list[Message]]]:
         # One snapshot for the whole export: sessions written, sent to or re-keyed by
@@ -263,14 +269,9 @@ def export_json(app: App, ids: Sequence[str], f: SessionFilter, *,
     newlines; str, or UTF-8 bytes from workers): the fast path for json/jsonl
     (store.export rows rendered directly; forked workers for a large database, see
     export_workers.py). render.ExportWriter.write_block writes them."""
-    if not ids and not all_sessions and f.is_empty():
-        raise UsageError("name sessions to export, or give --all or a filter")
-    store = app.store(create=False)
-    if ids:
-        _require_ids(store, ids)
+    store, f = _export_selection(app, ids, f, all_sessions)
     if store is None:
         return iter(())
-    f = select(f, ids)
     from sessctl import export_workers, render
 
     workers = export_workers.worker_count(app)
