@@ -68,7 +68,6 @@ def session_ids(status: str | None = None) -> Callback:
 
 
 any_session = session_ids()
-active_session = session_ids("active")
 archived_session = session_ids("archived")
 
 

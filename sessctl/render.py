@@ -15,11 +15,6 @@ from typing import Any, TextIO
 from sessctl.models import Message, Session, Stats
 from sessctl.timeutil import iso
 
-LIST_FORMATS = ("table", "json", "jsonl", "csv", "ids")
-SHOW_FORMATS = ("text", "markdown", "json")
-EXPORT_FORMATS = ("json", "jsonl", "markdown")
-STATS_FORMATS = ("table", "json")
-SEND_FORMATS = ("text", "json")
 CSV_FIELDS = (
     "id", "user", "title", "provider", "model", "status", "created_at", "updated_at",
     "archived_at", "expires_at", "messages", "tokens_in", "tokens_out", "redactions",

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import os
 import sqlite3
-from pathlib import Path
 
 import pytest
 
