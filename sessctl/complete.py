@@ -10,7 +10,6 @@ A callback that fails completes nothing rather than printing an error into the p
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -58,9 +57,9 @@ def session_ids(status: str | None = None) -> Callback:
         try:
             from sessctl.store import lookup
 
-            path: Path = _config(ctx).db_path
+            database = _config(ctx).database
             skip = _already(ctx, param)
-            return [CompletionItem(i) for i in lookup.session_ids(path, incomplete, status) if i not in skip]
+            return [CompletionItem(i) for i in lookup.session_ids(database, incomplete, status) if i not in skip]
         except Exception:  # noqa: BLE001 - a TAB must never print a traceback
             return []
 
@@ -86,6 +85,6 @@ def users(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[C
     try:
         from sessctl.store import lookup
 
-        return [CompletionItem(u) for u in lookup.users(_config(ctx).db_path, incomplete)]
+        return [CompletionItem(u) for u in lookup.users(_config(ctx).database, incomplete)]
     except Exception:  # noqa: BLE001
         return []

@@ -1,7 +1,9 @@
 """Paths, environment and config.toml → one frozen Config. No import-time side effects.
 
 Resolution order, most specific first:
-  database  --db, SESSCTL_DB, `db` in config.toml, $XDG_DATA_HOME/sessctl/sessions.db
+  database  --db, SESSCTL_DB, `[storage] url` (or top-level `db`) in config.toml,
+            $XDG_DATA_HOME/sessctl/sessions.db. A path is an SQLite file; a
+            postgresql:// URL a PostgreSQL server (see Database).
   config    --config, SESSCTL_CONFIG, $XDG_CONFIG_HOME/sessctl/config.toml
   key file  SESSCTL_KEY_FILE, `key_file` in config.toml, `key` beside the config file
 """
@@ -76,10 +78,108 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class Database:
+    """Where the sessions live: an SQLite file, or a PostgreSQL server.
+
+    `url` keeps any password and is only ever handed to the driver; everything shown
+    to people (errors, --debug, doctor, key status) uses `display`, which masks it."""
+
+    kind: str  # "sqlite" | "postgresql"
+    display: str
+    path: Path | None = None  # sqlite
+    url: str | None = field(default=None, repr=False)  # postgresql
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # strings to scrub from driver errors
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.kind == "sqlite"
+
+    def __str__(self) -> str:
+        return self.display
+
+
+_PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+def parse_database(value: str | os.PathLike[str], what: str = "--db") -> Database:
+    """A path or URL as given to --db, SESSCTL_DB or [storage] url → Database.
+
+    A malformed PostgreSQL URL is a usage error (exit 2) naming what is wrong, never
+    echoing the password. Only the URL's shape is checked here: connecting (and the
+    driver import, ~150 ms) waits until a command needs the database."""
+    text = os.fspath(value)
+    if isinstance(text, bytes):  # pragma: no cover - os.PathLike[bytes] is not accepted
+        text = text.decode()
+    low = text[:16].lower()
+    if low.startswith(_PG_SCHEMES):
+        return _parse_pg_url(text, what)
+    if low.startswith("sqlite:///"):
+        return _sqlite(Path(text[len("sqlite://"):]))
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
+        scheme = text.split("://", 1)[0]
+        raise UsageError(f"{what}: unsupported database URL scheme {scheme!r}: give a file path "
+                         "or a postgresql://USER@HOST:PORT/DB URL")
+    if not text.strip():
+        raise UsageError(f"{what}: the database path is empty")
+    return _sqlite(Path(text).expanduser())
+
+
+def _sqlite(path: Path) -> Database:
+    return Database("sqlite", str(path), path=path)
+
+
+def _parse_pg_url(url: str, what: str) -> Database:
+    from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+    def bad(problem: str) -> UsageError:
+        return UsageError(f"{what}: malformed PostgreSQL URL ({problem}); expected "
+                          "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?PARAM=VALUE...]")
+
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+        raise bad("it contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number in 0..65535
+        host = parts.hostname
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as exc:
+        reason = "the port is not a number from 1 to 65535" if "port" in str(exc).lower() else "cannot parse it"
+        raise bad(reason) from None
+    if port == 0:
+        raise bad("the port is not a number from 1 to 65535")
+    if parts.fragment:
+        raise bad("it has a #fragment")
+    dbname = parts.path.lstrip("/")
+    if "/" in dbname:
+        raise bad("the database name contains '/'")
+    if not host and not dbname and not query:
+        raise bad("no host and no database")
+    secrets = []
+    password = parts.password
+    netloc = parts.netloc
+    if password:
+        from urllib.parse import unquote
+
+        secrets += [password, unquote(password)]
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostport}"
+    shown_query = []
+    for key, val in query:
+        if key.lower() in ("password", "sslpassword"):
+            if val:
+                secrets.append(val)
+            val = "***"
+        shown_query.append(f"{key}={quote(val, safe='/:,-._~=')}")
+    display = urlunsplit((parts.scheme, netloc, parts.path, "&".join(shown_query), ""))
+    return Database("postgresql", display, url=url, secrets=tuple(s for s in secrets if s))
+
+
+@dataclass(frozen=True)
 class Config:
     config_path: Path
     config_exists: bool
-    db_path: Path
+    database: Database
     key_file: Path
     default_provider: str | None
     providers: Mapping[str, ProviderConfig]
@@ -201,14 +301,21 @@ def load(
     if default_provider is not None and default_provider not in providers:
         raise UsageError(f"{where}: default_provider {default_provider!r} is not a configured provider")
 
+    storage = raw.get("storage") or {}
+    if not isinstance(storage, dict):
+        raise UsageError(f"{where}: [storage] must be a table")
     if db_path:
-        dpath = Path(db_path).expanduser()
+        database = parse_database(db_path, "--db")
     elif env.get("SESSCTL_DB"):
-        dpath = Path(env["SESSCTL_DB"]).expanduser()
-    elif raw.get("db"):
-        dpath = Path(str(raw["db"])).expanduser()
+        database = parse_database(env["SESSCTL_DB"], "SESSCTL_DB")
+    elif storage.get("url") or raw.get("db"):
+        key = "[storage] url" if storage.get("url") else "db"
+        value = storage.get("url") or raw.get("db")
+        if not isinstance(value, str):
+            raise UsageError(f"{where}: {key} must be a string (a file path or a postgresql:// URL)")
+        database = parse_database(value, f"{where}: {key}")
     else:
-        dpath = default_db_path(env)
+        database = _sqlite(default_db_path(env))
 
     if env.get("SESSCTL_KEY_FILE"):
         kpath = Path(env["SESSCTL_KEY_FILE"]).expanduser()
@@ -217,13 +324,12 @@ def load(
     else:
         kpath = cpath.parent / "key"
 
-    storage = raw.get("storage") or {}
     busy_ms = int(float(storage.get("busy_timeout", 10)) * 1000)
 
     return Config(
         config_path=cpath,
         config_exists=exists,
-        db_path=dpath,
+        database=database,
         key_file=kpath,
         default_provider=default_provider,
         providers=MappingProxyType(providers),

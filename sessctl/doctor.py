@@ -2,6 +2,10 @@
 and consistent with what sessctl writes? Read-only: it never migrates, repairs or
 creates anything.
 
+Checks that only one engine can make come from the engine (SQLite: the file's own
+integrity check, foreign keys, journal mode, file modes); the rest is the same SQL on
+SQLite and PostgreSQL.
+
 Each check ends `ok`, `warn` (worth knowing, not wrong), `fail` or `skip` (could not
 run because an earlier check failed). A failing check carries the exit code of its
 kind (SPEC.md exit codes):
@@ -21,15 +25,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import sqlite3
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sessctl import crypto, migrations
-from sessctl.errors import ExitStatus, SessctlError
+from sessctl import crypto
+from sessctl.errors import ExitStatus, SessctlError, StorageError
 
 KEY = int(ExitStatus.KEY)
 STORAGE = int(ExitStatus.STORAGE)
@@ -49,7 +52,7 @@ class Check:
 
 @dataclass
 class Report:
-    db_path: Path
+    database: str  # a path, or a URL with its password masked
     quick: bool
     checks: list[Check] = field(default_factory=list)
 
@@ -75,14 +78,14 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def check_permissions(report: Report, db: Path, key_file: Path | None) -> None:
+def check_permissions(report: Report, db_files: list[Path], key_file: Path | None) -> None:
     """Files must be private (no group/other bits). Directories only warn: a database
     under a shared directory may be deliberate, but others able to write there could
     swap files."""
     problems: list[tuple[str, int]] = []
     notes: list[str] = []
     seen: list[str] = []
-    files = [(db, STORAGE)] + [(Path(f"{db}{s}"), STORAGE) for s in ("-wal", "-shm")]
+    files = [(f, STORAGE) for f in db_files]
     if key_file is not None:
         files.append((key_file, KEY))
     for path, code in files:
@@ -94,7 +97,7 @@ def check_permissions(report: Report, db: Path, key_file: Path | None) -> None:
             problems.append((f"{path} is mode {m:04o}: others can read it; run `chmod 600 {path}`", code))
         if path.stat().st_uid != os.getuid():
             notes.append(f"{path} belongs to uid {path.stat().st_uid}, not to you")
-    dirs = {db.parent} | ({key_file.parent} if key_file is not None else set())
+    dirs = {f.parent for f in db_files[:1]} | ({key_file.parent} if key_file is not None else set())
     for d in sorted(dirs):
         if not d.exists():
             continue
@@ -106,7 +109,7 @@ def check_permissions(report: Report, db: Path, key_file: Path | None) -> None:
         report.add("permissions", "fail", "files readable by others", code, [p for p, _ in problems] + notes)
     elif notes:
         report.add("permissions", "warn", "; ".join(notes), problems=notes)
-    else:
+    elif seen:
         report.add("permissions", "ok", ", ".join(seen))
 
 
@@ -118,71 +121,78 @@ def run(app: Any, *, quick: bool = False, sample: int = 1000, progress: Callable
     from sessctl.store import Store, health
 
     cfg = app.config
-    db = cfg.db_path
-    report = Report(db, quick)
-    if not db.exists():
-        report.add("database", "warn", f"{db} does not exist yet: nothing to check (sessctl creates it on first write)")
-        return report
-    if db.is_file() and db.stat().st_size == 0:
-        # What a process killed between creating the file and migrating leaves behind;
-        # sessctl initialises it on the next write.
-        report.add("database", "warn", f"{db} is empty: not initialised yet (the next write does it)")
-        return report
-    if db.is_dir() or not health.has_sqlite_header(db):
-        report.add("database", "fail", f"{db} is not an SQLite database", STORAGE)
-        return report
+    report = Report(cfg.database.display, quick)
     try:
-        conn = health.connect(db, cfg.busy_timeout_ms)
-    except sqlite3.Error as exc:
-        report.add("database", "fail", f"cannot open {db}: {exc}", STORAGE)
+        engine, stop = _open(cfg)
+    except StorageError as exc:
+        report.add("database", "fail", exc.message, STORAGE)
         return report
-    store = Store(conn, db, cfg, sanitizer=None)
+    if engine is None:
+        assert stop is not None
+        report.add("database", *stop)
+        return report
+    store = Store(engine, cfg, sanitizer=None)
+    errors = engine.driver_errors
     try:
-        conn.execute("BEGIN")
+        conn = engine.conn
+        engine._begin_read(conn)
         _run_checks(report, store, health, quick=quick, sample=sample, progress=progress,
                     rng=random.Random(seed))
-    except sqlite3.DatabaseError as exc:
+    except errors as exc:
         # Damage bad enough that a query could not even run.
-        report.add("storage", "fail", f"SQLite error: {exc}", STORAGE)
+        report.add("storage", "fail", f"database error: {engine.describe_error(exc)}", STORAGE)
     finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        conn.close()
+        engine.close()
     return report
 
 
-def _guard(report: Report, name: str, fn: Callable[[], None]) -> None:
+def _open(cfg: Any) -> tuple[Any, tuple[str, str, int] | None]:
+    if cfg.database.kind == "postgresql":
+        from sessctl.store.postgres import PostgresEngine
+
+        return PostgresEngine.for_doctor(cfg)
+    from sessctl.store.sqlite import SQLiteEngine
+
+    return SQLiteEngine.for_doctor(cfg)
+
+
+def _guard(report: Report, store: Any, name: str, fn: Callable[[], None]) -> None:
     try:
         fn()
-    except sqlite3.DatabaseError as exc:
-        report.add(name, "fail", f"SQLite error: {exc}", STORAGE)
+    except store.db.driver_errors as exc:
+        report.add(name, "fail", f"database error: {store.db.describe_error(exc)}", STORAGE)
 
 
 def _run_checks(report: Report, store: Any, health: Any, *, quick: bool, sample: int,
                 progress: Callable[[int], Progress | None] | None, rng: random.Random) -> None:
     conn = store.conn
-    n = health.counts(conn) if {"sessions", "messages", "message_bodies"} <= health.table_names(conn) else None
-    report.add("database", "ok", f"{store.path}" + (
+    engine = store.db
+    tables = engine.table_names(conn)
+    n = health.counts(conn) if {"sessions", "messages", "message_bodies"} <= tables else None
+    report.add("database", "ok", f"{store.location}" + (
         f": {n['sessions']} sessions, {n['messages']} messages" if n else ""))
 
     ring = None
     try:
         ring = store.keyring() if n is not None else None
-    except sqlite3.DatabaseError:
+    except engine.driver_errors:
         pass
-    check_permissions(report, store.path,
+    check_permissions(report, engine.private_files(),
                       store.config.key_file if ring is not None and ring["kek_kind"] == "file" else None)
 
-    problems = health.integrity(conn, quick=quick) + ([] if quick else health.foreign_key_problems(conn))
-    what = "quick_check" if quick else "integrity_check"
-    if problems:
-        report.add("integrity", "fail", f"{what} found damage; restore from a backup", STORAGE, problems)
-    else:
-        report.add("integrity", "ok", f"{what} ok" + ("" if quick else ", foreign keys ok"))
+    checked = engine.integrity(conn, quick=quick)
+    if checked is not None:
+        what, problems = checked
+        if problems:
+            report.add("integrity", "fail", f"{what.split(' ok')[0]} found damage; restore from a backup",
+                       STORAGE, problems)
+        else:
+            report.add("integrity", "ok", what)
 
-    version, recorded, mode = health.schema(conn)
-    if version > migrations.LATEST:
-        report.add("schema", "fail", f"version {version} is newer than this sessctl ({migrations.LATEST}); upgrade sessctl",
+    latest = engine.latest_version
+    version, recorded, notes = engine.schema_record(conn)
+    if version > latest:
+        report.add("schema", "fail", f"version {version} is newer than this sessctl ({latest}); upgrade sessctl",
                    STORAGE)
         return
     if n is None:
@@ -191,26 +201,24 @@ def _run_checks(report: Report, store: Any, health: Any, *, quick: bool, sample:
     if recorded != list(range(1, version + 1)):
         report.add("schema", "fail", f"version {version}, but the migration record is {recorded or 'missing'}", STORAGE)
         return
-    notes = []
-    if version < migrations.LATEST:
-        notes.append(f"version {version} of {migrations.LATEST}: the next sessctl command that writes migrates it")
-    if mode != "wal":
-        notes.append(f"journal mode is {mode}, not wal")
-    report.add("schema", "warn" if notes else "ok", "; ".join(notes) or f"version {version}, journal wal")
+    if version < latest:
+        notes = [f"version {version} of {latest}: the next sessctl command that writes migrates it", *notes]
+    report.add("schema", "warn" if notes else "ok", "; ".join(notes) or f"version {version}, {engine.setup_note}")
 
     # --quick: the per-session checks run on one random sample of sessions.
     pks = health.sample_ids(conn, "sessions", "pk", sample, rng) if quick else None
     cipher = _check_key(report, store, ring, n["values"])
     if cipher is not None:
-        _guard(report, "decrypt", lambda: _check_values(report, store, health, cipher, quick=quick, sample=sample,
-                                                         progress=progress, rng=rng, total=n["values"], pks=pks))
+        _guard(report, store, "decrypt", lambda: _check_values(
+            report, store, health, cipher, quick=quick, sample=sample, progress=progress, rng=rng,
+            total=n["values"], pks=pks))
     elif n["values"]:
         report.add("decrypt", "skip", "no usable key")
 
     scope = "" if pks is None else f" (a sample of {len(pks)} sessions)"
-    _guard(report, "sequences", lambda: _check_sessions(report, health, conn, pks, scope))
-    _guard(report, "turns", lambda: _check_turns(report, health, conn, n["unanswered"], pks, scope))
-    _guard(report, "orphans", lambda: _check_orphans(report, health, conn, quick))
+    _guard(report, store, "sequences", lambda: _check_sessions(report, health, conn, pks, scope))
+    _guard(report, store, "turns", lambda: _check_turns(report, health, conn, n["unanswered"], pks, scope))
+    _guard(report, store, "orphans", lambda: _check_orphans(report, health, conn, quick))
 
 
 def _check_key(report: Report, store: Any, ring: dict[str, Any] | None, values: int) -> crypto.Cipher | None:
@@ -310,7 +318,7 @@ def _check_values(report: Report, store: Any, health: Any, cipher: crypto.Cipher
         report.add("metadata index", "ok", "matches the metadata" + (" (sampled sessions)" if quick else ""))
 
 
-def _check_sessions(report: Report, health: Any, conn: sqlite3.Connection, pks: list[int] | None,
+def _check_sessions(report: Report, health: Any, conn: Any, pks: list[int] | None,
                     scope: str) -> None:
     seq_problems: list[str] = []
     counter_problems: list[str] = []
@@ -340,7 +348,7 @@ def _check_sessions(report: Report, health: Any, conn: sqlite3.Connection, pks: 
         report.add("counters", "ok", f"session totals match their messages{scope}")
 
 
-def _check_turns(report: Report, health: Any, conn: sqlite3.Connection, unanswered: int, pks: list[int] | None,
+def _check_turns(report: Report, health: Any, conn: Any, unanswered: int, pks: list[int] | None,
                  scope: str) -> None:
     problems = []
     count = 0
@@ -355,7 +363,7 @@ def _check_turns(report: Report, health: Any, conn: sqlite3.Connection, unanswer
         report.add("turns", "ok", f"no half-written turns{scope}{note}")
 
 
-def _check_orphans(report: Report, health: Any, conn: sqlite3.Connection, quick: bool) -> None:
+def _check_orphans(report: Report, health: Any, conn: Any, quick: bool) -> None:
     found = {k: v for k, v in health.orphans(conn, quick=quick).items() if v}
     if found:
         report.add("orphans", "fail", ", ".join(f"{v} {k}" for k, v in found.items()), STORAGE)

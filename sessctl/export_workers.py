@@ -58,8 +58,11 @@ def worker_count(app: Any) -> int:
         return max(1, n) if hasattr(os, "fork") else 1
     if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
         return 1
+    path = app.config.database.path
+    if path is None:
+        return 1  # PostgreSQL: one process reading a server-side cursor
     try:
-        size = app.config.db_path.stat().st_size
+        size = path.stat().st_size
     except OSError:
         return 1
     # Two workers: what a 2-core machine can use, and it keeps the export's memory (all
@@ -113,11 +116,12 @@ def _worker(config: Any, keyholder: Any, commands: int, results: int) -> None:
 
         store = Store.open(config, None, create=False)
         if store is None:
-            raise errors.StorageError(f"{config.db_path} disappeared during the export")
+            raise errors.StorageError(f"{config.database} disappeared during the export")
         store.adopt_key(keyholder)
         # Each batch is read once: a small page cache keeps the workers' memory down
         # (three processes' peak RSS summed stays under 150 MB) at no cost in speed.
-        store.conn.execute("PRAGMA cache_size = -4000")
+        if store.db.name == "sqlite":
+            store.conn.execute("PRAGMA cache_size = -4000")
         fast = render._FastMessages()
         frame = _read_frame(commands)
         if frame is not None:
@@ -203,16 +207,16 @@ def json_blocks(app: Any, f: SessionFilter, workers: int) -> Iterator[tuple[byte
         if store is None:
             return
         with store.reading():
-            from sessctl.store.export import export_pks
+            from sessctl.store.export import export_pk_batches
 
-            pks = export_pks(store, f)
+            pks = export_pk_batches(store, f, BATCH)
             in_flight: deque[_Child] = deque()
             sent = 0
             exhausted = False
 
             def dispatch() -> None:
                 nonlocal sent, exhausted
-                chunk = [r[0] for r in pks.fetchmany(BATCH)]
+                chunk = next(pks, None)
                 if not chunk:
                     exhausted = True
                     for c in children:  # end of input: each worker finishes and exits

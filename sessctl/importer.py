@@ -247,7 +247,7 @@ def import_sessions(app: App, stream: IO[bytes], source: str, *, on_conflict: st
         nonlocal started
         if started:
             # The input is a stream: a retried transaction cannot read it again.
-            raise StorageError(f"database {app.config.db_path} was busy during the import; nothing was imported, try again")
+            raise StorageError(f"database {app.config.database} was busy during the import; nothing was imported, try again")
         started = True
         seen: dict[str, str] = {}
         with progress(app, size or 0, "importing", minimum=PROGRESS_MIN_BYTES) as step:

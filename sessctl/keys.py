@@ -30,7 +30,7 @@ from sessctl.store.keys import KeyInfo, Progress
 @dataclass
 class KeyStatus:
     info: KeyInfo | None
-    db_path: Path
+    database: str
     key_file: Path | None  # for a file key: where this configuration looks for it
     unlocks: bool | None  # None: no key yet
     error: SessctlError | None = None
@@ -49,16 +49,16 @@ def status(app: Any) -> KeyStatus:
 
     store = app.store(create=False)
     if store is None:
-        return KeyStatus(None, app.config.db_path, None, None)
+        return KeyStatus(None, app.config.database.display, None, None)
     info = store_keys.info(store)
     if info is None:
-        return KeyStatus(None, app.config.db_path, None, None)
+        return KeyStatus(None, app.config.database.display, None, None)
     key_file = app.config.key_file if info.kind == "file" else None
     try:
         store_keys.unlock(store)
     except CryptoError as exc:
-        return KeyStatus(info, app.config.db_path, key_file, False, exc)
-    return KeyStatus(info, app.config.db_path, key_file, True)
+        return KeyStatus(info, app.config.database.display, key_file, False, exc)
+    return KeyStatus(info, app.config.database.display, key_file, True)
 
 
 def _private(path: Path) -> bool:
@@ -106,7 +106,7 @@ def rotate(app: Any, *, new_key_file: str | None = None, new_passphrase_env: str
 
     store = app.store(create=False)
     if store is None:
-        raise UsageError(f"the database {app.config.db_path} does not exist yet; there is no key to rotate")
+        raise UsageError(f"the database {app.config.database.display} does not exist yet; there is no key to rotate")
     unlocked = store_keys.unlock(store)  # the old key must work before anything is created
     new_kek, path = _new_kek(app, unlocked.kek, unlocked.ring["kek_kind"], new_key_file=new_key_file,
                              new_passphrase_env=new_passphrase_env, reencrypt=reencrypt)

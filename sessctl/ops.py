@@ -150,7 +150,7 @@ def update(
     check_session_id(session_id)
     store = app.store(create=False)
     if store is None:
-        raise NotFoundError(f"session {session_id!r} not found (the database {app.config.db_path} does not exist yet)")
+        raise NotFoundError(f"session {session_id!r} not found (the database {app.config.database} does not exist yet)")
     now = app.now()
 
     def tx(conn: object) -> Session:

@@ -18,7 +18,7 @@ def _kdf_text(kdf: dict[str, Any] | None) -> str | None:
 def key_status_dict(st: Any) -> dict[str, Any]:
     info = st.info
     return {
-        "database": str(st.db_path),
+        "database": str(st.database),
         "kind": info.kind if info else None,
         "key_file": str(st.key_file) if st.key_file else None,
         "fingerprint": info.fingerprint if info else None,
@@ -81,7 +81,7 @@ def write_rotate(out: TextIO, r: Any, fmt: str) -> None:
 
 def doctor_dict(report: Any) -> dict[str, Any]:
     return {
-        "database": str(report.db_path),
+        "database": str(report.database),
         "ok": report.exit_code == 0,
         "exit_code": report.exit_code,
         "quick": report.quick,

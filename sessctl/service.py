@@ -189,7 +189,7 @@ def show(app: App, session_id: str, *, last: int | None = None) -> tuple[Session
     check_session_id(session_id)
     store = app.store(create=False)
     if store is None:
-        raise NotFoundError(f"session {session_id!r} not found (the database {app.config.db_path} does not exist yet)")
+        raise NotFoundError(f"session {session_id!r} not found (the database {app.config.database} does not exist yet)")
     if last is not None and last < 0:
         raise UsageError("--last must be 0 or more")
     with store.reading():  # the header's counters and the transcript from one snapshot

@@ -184,7 +184,7 @@ def test_newer_schema_is_7(run: Run, ok: Run, paths: Paths) -> None:
 
 
 def test_schema_is_recorded(ok: Run, paths: Paths) -> None:
-    from sessctl import migrations
+    from sessctl.store import sqlite_schema as migrations
 
     ok("create", "a")
     with sqlite3.connect(paths.db) as c:

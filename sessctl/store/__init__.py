@@ -1,17 +1,19 @@
-"""The SQLite store: the only module with SQL.
-
-Every write runs in one `BEGIN IMMEDIATE` transaction (retried as a whole when the
-database stays busy past the busy timeout), so concurrent sessctl processes serialise
-cleanly and a killed process leaves either all of a change or none of it.
+"""The engine-neutral store: the contract every engine keeps, and the only path from
+text to the database.
 
 Every text that reaches the database passes through `_put_text`, which sanitizes it
 and then seals it under the data key with associated data naming its table, field,
-session and row. There is no other path from text to the file.
+session and row. There is no other path from text to storage, whichever the engine.
 
-The hot path uses the standard library's sqlite3 directly: importing sqlite-utils
-costs about 90 ms, more than the whole start-up budget of `sessctl list`. sqlite-utils
-serves where that cost is paid once (schema introspection in `doctor`, migrations that
-reshape tables).
+The SQL here and in the helper modules beside it (bulk, keys, export, stats, health)
+is written once, in the dialect SQLite and PostgreSQL share; `engine.py` says what an
+engine supplies (connections, transactions and their retries, row locks, schema
+migrations, a few dialect expressions), and `sqlite.py` and `postgres.py` supply it.
+
+Every write runs in one transaction (`Store.write`) that the engine retries as a whole
+when it is transient trouble (SQLite busy, a PostgreSQL serialization failure or
+deadlock), so concurrent processes queue cleanly and a killed process leaves either
+all of a change or none of it.
 """
 
 from __future__ import annotations
@@ -19,38 +21,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
-from sessctl import crypto, migrations
+from sessctl import crypto
 from sessctl.config import Config
-from sessctl.errors import AlreadyExistsError, CryptoError, NotFoundError, StorageError
+from sessctl.errors import AlreadyExistsError, CryptoError, NotFoundError
 from sessctl.models import Message, NewSession, Session, SessionFilter, Stats
+from sessctl.store.engine import Engine
 
 T = TypeVar("T")
 
 _SESSION_COLS = (
-    "pk, id, user, provider, model, status, created_at, updated_at, archived_at, expires_at, "
+    'pk, id, "user", provider, model, status, created_at, updated_at, archived_at, expires_at, '
     "title, system, metadata, options, message_count, tokens_in, tokens_out, redactions, redaction_rules"
 )
 _MESSAGE_COLS = (
     "m.seq, m.role, b.content, m.created_at, m.status, m.provider, m.model, m.tokens_in, "
     "m.tokens_out, m.tokens_estimated, m.latency_ms, m.first_token_ms, m.redactions"
 )
-_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED} if hasattr(sqlite3, "SQLITE_BUSY") else {5, 6}
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in _BUSY_CODES
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
 def _merge_counts(*counts: dict[str, int]) -> dict[str, int]:
     out: dict[str, int] = {}
     for c in counts:
@@ -78,11 +69,14 @@ class NewMessage:
 
 
 class Store:
-    """One open database. Create with `Store.open`; close with `close()`."""
+    """One open database. Create with `Store.open`; close with `close()`.
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, config: Config, sanitizer: Any) -> None:
-        self.conn = conn
-        self.path = path
+    Safe to share between threads: each thread runs its statements on its own
+    connection (the engine keeps one per thread), and the data key, once unlocked, is
+    shared."""
+
+    def __init__(self, engine: Engine, config: Config, sanitizer: Any) -> None:
+        self.db = engine
         self.config = config
         self.sanitizer = sanitizer
         self._cipher: crypto.Cipher | None = None
@@ -91,132 +85,68 @@ class Store:
         # `key rotate --reencrypt` never seals a value under the retired key.
         self._dek_check: bytes | None = None
         self._open: Callable[[bytes, bytes], str] | None = None  # cipher.opener(), for reads
-        self._write_depth = 0
 
-    # --- opening ---------------------------------------------------------------
+    # --- opening ---------------------------------------------------------------------------
 
     @classmethod
     def open(cls, config: Config, sanitizer: Any, *, create: bool) -> Store | None:
-        """Open (and migrate) the database; None when it does not exist and create is False."""
-        path = config.db_path
-        is_new = not path.exists()
-        if is_new:
-            if not create:
-                return None
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                # Create the file 0600 ourselves before SQLite writes a byte; SQLite gives
-                # the -wal and -shm files the same mode as the database file.
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-            except OSError as exc:
-                raise StorageError(f"cannot create database {path}: {exc.strerror}") from None
-        elif path.is_dir():
-            raise StorageError(f"{path} is a directory, not a database file")
-        try:
-            conn = sqlite3.connect(
-                str(path), timeout=config.busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open database {path}: {exc}") from None
-        store = cls(conn, path, config, sanitizer)
-        try:
-            store._configure(is_new)
-        except BaseException:
-            conn.close()
-            raise
-        return store
+        """Open (and migrate) the database; None when it holds no sessctl data yet and
+        create is False (reads of a missing database see an empty one, creating nothing)."""
+        engine: Engine | None
+        if config.database.kind == "postgresql":
+            from sessctl.store.postgres import PostgresEngine
 
-    def _configure(self, is_new: bool) -> None:
-        c = self.conn
-        try:
-            c.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout_ms)}")
-            version = migrations.current_version(c)
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path} is not a usable sessctl database: {exc}") from None
-        migrations.check_version(version, self.path)
-        for pragma in (
-            "foreign_keys = ON",
-            "secure_delete = ON",
-            "synchronous = FULL",
-            "temp_store = MEMORY",
-            "cache_size = -16000",
-        ):
-            c.execute(f"PRAGMA {pragma}")
-        if version < migrations.LATEST:
-            if c.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                self._retry_busy(lambda: c.execute("PRAGMA journal_mode = WAL"))
-            try:
-                migrations.migrate(c, self.path)
-            except sqlite3.OperationalError as exc:
-                if _is_busy(exc):
-                    raise StorageError(f"database {self.path} is locked; try again") from None
-                raise
+            engine = PostgresEngine.open(config, create=create)
+        else:
+            from sessctl.store.sqlite import SQLiteEngine
+
+            engine = SQLiteEngine.open(config, create=create)
+        return None if engine is None else cls(engine, config, sanitizer)
+
+    @property
+    def conn(self) -> Any:
+        """This thread's connection."""
+        return self.db.conn
+
+    @property
+    def location(self) -> str:
+        """The database as people may see it (a path, or a URL with the password masked)."""
+        return self.db.location
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
-    # --- transactions -------------------------------------------------------------
+    # --- transactions -------------------------------------------------------------------
 
-    def _retry_busy(self, fn: Callable[[], T]) -> T:
-        attempts = 0
-        while True:
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or attempts >= 5:
-                    if _is_busy(exc):
-                        raise StorageError(
-                            f"database {self.path} stayed locked past the busy timeout "
-                            f"({self.config.busy_timeout_ms} ms); try again or raise [storage] busy_timeout"
-                        ) from None
-                    raise
-                import random  # only on this rare path: it costs start-up time
+    def write(self, fn: Callable[[Any], T], *, rotating: bool = False) -> T:
+        """Run fn(conn) in one write transaction, retried as a whole on transient
+        trouble, so fn must have no effects outside the database. A write inside a
+        write joins the outer transaction (bulk loaders batch many appends into one).
 
-                attempts += 1
-                time.sleep(random.uniform(0.01, 0.05) * attempts)
-
-    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run fn inside BEGIN IMMEDIATE … COMMIT; the whole of fn is retried when busy,
-        so fn must have no effects outside the database. A write inside a write joins
-        the outer transaction (bulk loaders batch many appends into one commit)."""
-        if self._write_depth:
+        `rotating` (key rotation only): wait for every writer in flight and keep new
+        ones out until this transaction ends, so no value is sealed under a data key
+        that the rotation is replacing."""
+        if self.db.in_write:
             return fn(self.conn)
 
-        def attempt() -> T:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self._write_depth += 1
-            try:
-                self._check_data_key()
-                result = fn(self.conn)
-                self.conn.execute("COMMIT")
-                return result
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
-            finally:
-                self._write_depth -= 1
+        def tx(conn: Any) -> T:
+            if rotating:
+                self.db.lock_keyring_exclusive(conn)
+            else:
+                self.db.lock_keyring_shared(conn)
+            self._check_data_key()
+            return fn(conn)
 
-        return self._retry_busy(attempt)
+        return self.db.write(tx)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
         """One read transaction: every query inside sees the same snapshot, so a long
         read (export, doctor) is consistent even while other processes write. Inside
         a write it simply joins that transaction."""
-        if self.conn.in_transaction:
-            yield
-            return
-        self.conn.execute("BEGIN")
-        try:
+        with self.db.reading():
             self._check_data_key()
             yield
-        finally:
-            try:
-                if self.conn.in_transaction:
-                    self.conn.execute("COMMIT")
-            except sqlite3.ProgrammingError:
-                pass  # already closed: the transaction ended with the connection
 
     def _check_data_key(self) -> None:
         """Forget the cached data key if the keyring now holds another one (re-read
@@ -224,12 +154,12 @@ class Store:
         if self._cipher is None:
             return
         row = self.conn.execute("SELECT dek_check FROM keyring WHERE id = 1").fetchone()
-        if row is None or row[0] != self._dek_check:
+        if row is None or bytes(row[0]) != self._dek_check:
             self.forget_key()
 
     # --- keys ---------------------------------------------------------------------
 
-    def keyring(self) -> sqlite3.Row | None:
+    def keyring(self) -> dict[str, Any] | None:
         cur = self.conn.execute(
             "SELECT db_id, kek_kind, kek_fingerprint, kdf, wrapped_dek, dek_check, dek_created_at, wrapped_at "
             "FROM keyring WHERE id = 1"
@@ -246,7 +176,7 @@ class Store:
             passphrase = env.get("SESSCTL_PASSPHRASE")
             if not passphrase:
                 raise CryptoError(
-                    f"{self.path} is protected by a passphrase: set SESSCTL_PASSPHRASE"
+                    f"{self.location} is protected by a passphrase: set SESSCTL_PASSPHRASE"
                 )
             return crypto.kek_from_passphrase(passphrase, json.loads(ring["kdf"]))
         return crypto.kek_from_file(self.config.key_file, create=False)
@@ -271,9 +201,18 @@ class Store:
                 return None
             kek = self.new_kek()
 
-            def make(conn: sqlite3.Connection) -> None:
+            def make(conn: Any) -> None:
                 if conn.execute("SELECT 1 FROM keyring WHERE id = 1").fetchone():
                     return  # another process made it first; use theirs
+                if conn.execute("SELECT 1 FROM sessions LIMIT 1").fetchone() or conn.execute(
+                        "SELECT 1 FROM message_bodies LIMIT 1").fetchone():
+                    # Every session is created under an existing key, so data without a
+                    # key table means the table was lost or removed: a fresh key would
+                    # seal new data beside ciphertext that nothing can open any more.
+                    raise CryptoError(
+                        f"{self.location} holds sessions but its key table is missing; refusing to make "
+                        "a new key over existing data (restore the database from a backup; see `sessctl doctor`)"
+                    )
                 db_id = os.urandom(16).hex()
                 dek = crypto.new_data_key()
                 now = int(time.time())
@@ -318,7 +257,7 @@ class Store:
     def _need_cipher(self) -> crypto.Cipher:
         cipher = self.cipher()
         if cipher is None:
-            raise CryptoError(f"{self.path} holds encrypted data but has no key table; run `sessctl doctor`")
+            raise CryptoError(f"{self.location} holds encrypted data but has no key table; run `sessctl doctor`")
         return cipher
 
     # --- sealing ------------------------------------------------------------------
@@ -371,8 +310,13 @@ class Store:
             s.metadata = json.loads(meta) if meta else {}
         return s
 
-    def get_session(self, session_id: str, *, decrypt: bool = True) -> Session:
-        row = self.conn.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    def get_session(self, session_id: str, *, decrypt: bool = True, lock: bool = False) -> Session:
+        """The session with this id (NotFoundError when there is none). `lock`, inside a
+        write: hold the session's row until the transaction ends, so concurrent writers
+        to this session queue while writers to others go on."""
+        lock_sql = self.db.for_update if lock else ""
+        row = self.conn.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?{lock_sql}",
+                                (session_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"session {session_id!r} not found (see `sessctl list --status all`)")
         return self._session(row, decrypt=decrypt)
@@ -383,13 +327,13 @@ class Store:
         except NotFoundError:
             return None
 
-    def _insert_session(self, conn: sqlite3.Connection, new: NewSession, now: int) -> int:
+    def _insert_session(self, conn: Any, new: NewSession, now: int) -> int:
         cur = conn.execute(
-            "INSERT INTO sessions (id, user, provider, model, status, created_at, updated_at, expires_at, options) "
-            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+            'INSERT INTO sessions (id, "user", provider, model, status, created_at, updated_at, expires_at, options) '
+            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?) RETURNING pk",
             (new.id, new.user, new.provider, new.model, now, now, new.expires_at, self._options_json(new)),
         )
-        pk = int(cur.lastrowid or 0)
+        pk = int(cur.fetchone()[0])
         self._write_session_texts(conn, pk, new.id, new.title, new.system, new.metadata, set_title=True,
                                   set_system=True, set_meta=True)
         return pk
@@ -406,7 +350,7 @@ class Store:
         return json.dumps(data, sort_keys=True) if data else None
 
     def _write_session_texts(
-        self, conn: sqlite3.Connection, pk: int, sid: str, title: str | None, system: str | None,
+        self, conn: Any, pk: int, sid: str, title: str | None, system: str | None,
         metadata: dict[str, str], *, set_title: bool, set_system: bool, set_meta: bool,
     ) -> dict[str, int]:
         sets: list[str] = []
@@ -432,7 +376,7 @@ class Store:
                 cipher = self.cipher(create=True)
                 assert cipher is not None
                 conn.executemany(
-                    "INSERT OR IGNORE INTO session_meta_index (tag, session_pk) VALUES (?, ?)",
+                    "INSERT INTO session_meta_index (tag, session_pk) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     [(cipher.index_tag(k, v), pk) for k, v in clean.items()],
                 )
         total = _merge_counts(*counts)
@@ -449,7 +393,7 @@ class Store:
         """Insert a session; returns (session, created). Duplicate ids raise exit 4 unless exist_ok."""
         self.cipher(create=True)
 
-        def tx(conn: sqlite3.Connection) -> bool:
+        def tx(conn: Any) -> bool:
             if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (new.id,)).fetchone():
                 if exist_ok:
                     return False
@@ -475,8 +419,8 @@ class Store:
         """Change title, user or metadata (merge semantics) in one transaction."""
         unset = list(meta_unset)
 
-        def tx(conn: sqlite3.Connection) -> None:
-            current = self.get_session(session_id)
+        def tx(conn: Any) -> None:
+            current = self.get_session(session_id, lock=True)
             metadata = dict(current.metadata)
             if meta_set:
                 metadata.update(meta_set)
@@ -486,7 +430,7 @@ class Store:
             self._write_session_texts(conn, current.pk, current.id, title, current.system, metadata,
                                       set_title=set_title, set_system=False, set_meta=change_meta)
             if set_user:
-                conn.execute("UPDATE sessions SET user = ? WHERE pk = ?", (user, current.pk))
+                conn.execute('UPDATE sessions SET "user" = ? WHERE pk = ?', (user, current.pk))
             # updated_at is last *conversation* activity (list order, --older-than,
             # retention): editing labels is not activity, or a script that tags old
             # sessions would postpone their retention. `now` stays for callers.
@@ -509,9 +453,10 @@ class Store:
         With `create`, a missing session is created in the same transaction."""
         self.cipher(create=True)
 
-        def tx(conn: sqlite3.Connection) -> list[tuple[int, dict[str, int]]]:
+        def tx(conn: Any) -> list[tuple[int, dict[str, int]]]:
+            # The session's row lock is what makes seq gap-free under concurrent appends.
             row = conn.execute(
-                "SELECT pk, message_count FROM sessions WHERE id = ?", (session_id,)
+                f"SELECT pk, message_count FROM sessions WHERE id = ?{self.db.for_update}", (session_id,)
             ).fetchone()
             if row is None:
                 if create is None:
@@ -528,13 +473,13 @@ class Store:
                 cur = conn.execute(
                     "INSERT INTO messages (session_pk, seq, role, status, created_at, provider, model, tokens_in, "
                     "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (pk, seq, m.role, m.status, m.created_at or now, m.provider, m.model, m.tokens_in,
                      m.tokens_out, int(m.tokens_estimated) if m.tokens_in is not None else None,
                      m.latency_ms, m.first_token_ms, json.dumps(red, sort_keys=True) if red else None,
                      sum(red.values())),
                 )
-                conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.lastrowid, blob))
+                conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.fetchone()[0], blob))
                 tin += m.tokens_in or 0
                 tout += m.tokens_out or 0
                 written.append((seq, red))
@@ -604,7 +549,7 @@ class Store:
         if f.status != "all":
             clauses.append(f"{p}status = ?")
             params.append(f.status)
-        for column, value in (("user", f.user), ("model", f.model), ("provider", f.provider)):
+        for column, value in (('"user"', f.user), ("model", f.model), ("provider", f.provider)):
             if value is not None:
                 clauses.append(f"{p}{column} = ?")
                 params.append(value)
@@ -617,7 +562,7 @@ class Store:
         if f.meta:
             cipher = self.cipher()
             if cipher is None:
-                clauses.append("0")
+                clauses.append("FALSE")
             else:
                 for key, value in f.meta:
                     clauses.append(f"{p}pk IN (SELECT session_pk FROM session_meta_index WHERE tag = ?)")
@@ -659,7 +604,7 @@ class Store:
         cond = f"{where} AND status != ?" if where else " WHERE status != ?"
         archived_at = now if status == "archived" else None
 
-        def tx(conn: sqlite3.Connection) -> list[str]:
+        def tx(conn: Any) -> list[str]:
             rows = conn.execute(
                 f"UPDATE sessions SET status = ?, archived_at = ?{cond} RETURNING id, created_at, pk",
                 (status, archived_at, *params, status),
@@ -678,4 +623,4 @@ class Store:
         from the per-session counters, so the common case never scans messages."""
         from sessctl.store.stats import compute
 
-        return compute(self.conn, self._where(f, "s"), since=since, before=before, by=by)
+        return compute(self, self._where(f, "s"), since=since, before=before, by=by)

@@ -9,7 +9,6 @@ single sanitize+encrypt path (`Store._put_text`, `Store._write_session_texts`).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +54,7 @@ def preview(store: Store, f: SessionFilter, cond: str = "", cond_params: Sequenc
     return [Affected(sid, n) for sid, n in rows]
 
 
-def _delete_pk(conn: sqlite3.Connection, pk: int) -> None:
+def _delete_pk(conn: Any, pk: int) -> None:
     # Explicit rather than relying on ON DELETE CASCADE alone, so the result does not
     # depend on the connection's foreign_keys pragma (doctor and other tools may open
     # the file with their own settings). secure_delete zeroes the freed cells.
@@ -80,7 +79,7 @@ def delete(
     meanwhile (a send made it active) stays."""
     keep = set(only) if only is not None else None
 
-    def tx(conn: sqlite3.Connection) -> list[Affected]:
+    def tx(conn: Any) -> list[Affected]:
         if f.ids:
             missing = store.missing_ids(f.ids)
             if missing:
@@ -89,8 +88,10 @@ def delete(
                     "not found; nothing was deleted"
                 )
         where, params = store._where(f)
+        # FOR UPDATE (PostgreSQL): each row is re-checked against the filter once locked,
+        # so a session a send made active meanwhile is not deleted as idle.
         rows = conn.execute(
-            f"SELECT pk, id, message_count FROM sessions{where} ORDER BY created_at, pk", params
+            f"SELECT pk, id, message_count FROM sessions{where} ORDER BY created_at, pk{store.db.for_update}", params
         ).fetchall()
         out: list[Affected] = []
         for pk, sid, n in rows:
@@ -120,9 +121,9 @@ def apply_batch(
     where, params = store._where(f)
     where = _and(where, cond)
 
-    def tx(conn: sqlite3.Connection) -> list[Affected]:
+    def tx(conn: Any) -> list[Affected]:
         rows = conn.execute(
-            f"SELECT pk, id, message_count FROM sessions{where} ORDER BY pk LIMIT ?",
+            f"SELECT pk, id, message_count FROM sessions{where} ORDER BY pk LIMIT ?{store.db.for_update}",
             [*params, *cond_params, limit],
         ).fetchall()
         for pk, _sid, _n in rows:
@@ -139,13 +140,8 @@ def apply_batch(
 
 
 def vacuum(store: Store) -> bool:
-    """VACUUM, then fold the WAL back into the file and truncate it, so pages that
-    held deleted ciphertext are gone from both files. False when another process
-    still reads the database: the checkpoint then could not finish and the old pages
-    leave the WAL only at a later checkpoint."""
-    store._retry_busy(lambda: store.conn.execute("VACUUM"))
-    busy, _log, _done = store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    return int(busy) == 0
+    """Reclaim what deleted sessions left behind (see Engine.vacuum)."""
+    return store.db.vacuum()
 
 
 def touch(store: Store, ids: Sequence[str], now: int) -> list[str]:
@@ -153,10 +149,12 @@ def touch(store: Store, ids: Sequence[str], now: int) -> list[str]:
     that no longer exist. Retention re-checks idleness inside its own transaction, so
     once this commits, cleanup cannot delete or archive the session under the send."""
 
-    def tx(conn: sqlite3.Connection) -> list[str]:
+    def tx(conn: Any) -> list[str]:
         missing = []
         for sid in ids:
-            cur = conn.execute("UPDATE sessions SET updated_at = max(updated_at, ?) WHERE id = ?", (now, sid))
+            cur = conn.execute(
+                "UPDATE sessions SET updated_at = CASE WHEN updated_at < ? THEN ? ELSE updated_at END WHERE id = ?",
+                (now, now, sid))
             if cur.rowcount == 0:
                 missing.append(sid)
         return missing
@@ -164,37 +162,37 @@ def touch(store: Store, ids: Sequence[str], now: int) -> list[str]:
     return store.write(tx)
 
 
-def set_expiry(conn: sqlite3.Connection, session_id: str, expires_at: int | None) -> None:
+def set_expiry(conn: Any, session_id: str, expires_at: int | None) -> None:
     conn.execute("UPDATE sessions SET expires_at = ? WHERE id = ?", (expires_at, session_id))
 
 
 # --- import ---------------------------------------------------------------------------
 
 
-def find_pk(conn: sqlite3.Connection, session_id: str) -> int | None:
+def find_pk(conn: Any, session_id: str) -> int | None:
     row = conn.execute("SELECT pk FROM sessions WHERE id = ?", (session_id,)).fetchone()
     return None if row is None else int(row[0])
 
 
-def delete_pk(conn: sqlite3.Connection, pk: int) -> None:
+def delete_pk(conn: Any, pk: int) -> None:
     _delete_pk(conn, pk)
 
 
-def insert_full(store: Store, conn: sqlite3.Connection, s: Session, messages: Sequence[Message]) -> int:
+def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]) -> int:
     """Insert a whole session as given (timestamps, status, counters, per-message facts),
     inside the caller's transaction. Texts still go through the store's one
     sanitize+encrypt path; sanitizing is idempotent, so already-clean text comes back
     unchanged, and anything a newer rule set catches is redacted and counted."""
     rules = _merge_counts(*(m.redactions for m in messages))
     cur = conn.execute(
-        "INSERT INTO sessions (id, user, provider, model, status, created_at, updated_at, archived_at, expires_at, "
+        'INSERT INTO sessions (id, "user", provider, model, status, created_at, updated_at, archived_at, expires_at, '
         "options, message_count, tokens_in, tokens_out, redactions, redaction_rules) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
         (s.id, s.user, s.provider, s.model, s.status, s.created_at, s.updated_at, s.archived_at, s.expires_at,
          Store._options_json(s), len(messages), s.tokens_in, s.tokens_out, s.redactions,
          json.dumps(rules, sort_keys=True) if rules else None),
     )
-    pk = int(cur.lastrowid or 0)
+    pk = int(cur.fetchone()[0])
     store._write_session_texts(conn, pk, s.id, s.title, s.system, s.metadata,
                                set_title=True, set_system=True, set_meta=True)
     fresh_total: dict[str, int] = {}
@@ -205,12 +203,12 @@ def insert_full(store: Store, conn: sqlite3.Connection, s: Session, messages: Se
         cur = conn.execute(
             "INSERT INTO messages (session_pk, seq, role, status, created_at, provider, model, tokens_in, "
             "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (pk, m.seq, m.role, m.status, m.created_at, m.provider, m.model, m.tokens_in, m.tokens_out,
              int(m.tokens_estimated), m.latency_ms, m.first_token_ms,
              json.dumps(red, sort_keys=True) if red else None, sum(red.values())),
         )
-        conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.lastrowid, blob))
+        conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.fetchone()[0], blob))
     if fresh_total:
         old = conn.execute("SELECT redaction_rules FROM sessions WHERE pk = ?", (pk,)).fetchone()[0]
         conn.execute(

@@ -33,19 +33,25 @@ _MESSAGE_COLS = (
 MessageRow = tuple[Any, ...]
 
 
-def export_pks(store: Any, f: SessionFilter) -> Any:
-    """A cursor over the pks of the sessions matching f, in export order (oldest first)."""
+def export_pk_batches(store: Any, f: SessionFilter, batch: int = 256) -> Iterator[list[int]]:
+    """The pks of the sessions matching f, in export order (oldest first), `batch` at a
+    time, from a cursor on the engine's side (PostgreSQL: a server-side cursor), so a
+    store of any size is never held in memory."""
     where, params = store._where(f, "s")
-    return store.conn.execute(f"SELECT s.pk FROM sessions s{where} ORDER BY s.created_at, s.pk", params)
+    rows = store.db.stream(store.conn, f"SELECT s.pk FROM sessions s{where} ORDER BY s.created_at, s.pk", params)
+    chunk: list[int] = []
+    for (pk,) in rows:
+        chunk.append(pk)
+        if len(chunk) >= batch:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def export_rows(store: Any, f: SessionFilter, *, batch: int = 256) -> Iterator[tuple[Session, list[MessageRow]]]:
     """Sessions matching f, oldest first, each with its messages as MessageRows."""
-    pks = export_pks(store, f)
-    while True:
-        chunk = [r[0] for r in pks.fetchmany(batch)]
-        if not chunk:
-            return
+    for chunk in export_pk_batches(store, f, batch):
         yield from rows_for(store, chunk)
 
 
@@ -72,7 +78,7 @@ def rows_for(store: Any, chunk: list[int]) -> Iterator[tuple[Session, list[Messa
         session = store._session(srow)
         msgs = messages.get(pk, [])
         if msgs and open_ is None:
-            raise CryptoError(f"{store.path} holds encrypted data but has no key table; run `sessctl doctor`")
+            raise CryptoError(f"{store.location} holds encrypted data but has no key table; run `sessctl doctor`")
         prefix = crypto.aad_prefix("messages", "content", session.id, pk)
         out: list[MessageRow] = []
         for _, seq, role, blob, *rest in msgs:

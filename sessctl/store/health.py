@@ -1,77 +1,27 @@
-"""The SQL behind `sessctl doctor`: read-only structural checks and value iteration.
+"""The SQL behind `sessctl doctor` that both engines share: read-only consistency
+checks and value iteration. What only one engine has (SQLite's integrity_check,
+foreign-key check, file modes; the schema record) lives in its engine module.
 
-Everything here only reads. The connection is opened with `mode=rw` (never creating a
-file) and `PRAGMA query_only`, without running migrations, so a damaged or older
-database is diagnosed as it is, not changed first.
+Everything here only reads; doctor runs it on a connection that cannot write, without
+running migrations, so a damaged or older database is diagnosed as it is.
 """
 
 from __future__ import annotations
 
 import random
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import quote
-
-SQLITE_HEADER = b"SQLite format 3\x00"
+from typing import Any
 
 
-def has_sqlite_header(path: Path) -> bool:
-    with path.open("rb") as fh:
-        return fh.read(16) == SQLITE_HEADER
-
-
-def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{quote(str(path))}?mode=rw", uri=True, timeout=busy_timeout_ms / 1000,
-                           isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA query_only = ON")
-    return conn
-
-
-def integrity(conn: sqlite3.Connection, *, quick: bool, limit: int = 20) -> list[str]:
-    """Problems reported by SQLite (empty when the file is sound)."""
-    pragma = "quick_check" if quick else "integrity_check"
-    rows = [r[0] for r in conn.execute(f"PRAGMA {pragma}({int(limit)})")]
-    if rows == ["ok"]:
-        return []
-    # One row may carry several lines ("*** in database main ***\nOn tree page ...").
-    return [line for row in rows for line in str(row).splitlines() if line.strip()]
-
-
-def foreign_key_problems(conn: sqlite3.Connection, limit: int = 20) -> list[str]:
-    out = []
-    for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
-        out.append(f"{table} row {rowid} points to a missing {parent} row")
-        if len(out) >= limit:
-            break
-    return out
-
-
-def schema(conn: sqlite3.Connection) -> tuple[int, list[int], str]:
-    """(user_version, versions recorded in schema_migrations, journal mode)."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    try:
-        recorded = [int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    except sqlite3.OperationalError:
-        recorded = []
-    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-    return version, recorded, mode
-
-
-def table_names(conn: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
-def counts(conn: sqlite3.Connection) -> dict[str, int]:
+def counts(conn: Any) -> dict[str, int]:
     one = lambda sql: int(conn.execute(sql).fetchone()[0])  # noqa: E731
     return {
         "sessions": one("SELECT count(*) FROM sessions"),
         "messages": one("SELECT count(*) FROM messages"),
         "unanswered": one("SELECT count(*) FROM messages WHERE status = 'unanswered'"),
         "values": one(
-            "SELECT (SELECT total((title IS NOT NULL) + (system IS NOT NULL) + (metadata IS NOT NULL)) FROM sessions)"
+            "SELECT (SELECT count(title) + count(system) + count(metadata) FROM sessions)"
             " + (SELECT count(*) FROM message_bodies)"
         ),
     }
@@ -95,14 +45,14 @@ class SessionTotals:
 def _only(pks: list[int] | None, column: str) -> Iterator[tuple[str, list[int]]]:
     """(extra condition, params) per chunk of pks; one unconditional pass when pks is None."""
     if pks is None:
-        yield "1", []
+        yield "TRUE", []
         return
     for i in range(0, len(pks), 500):
         chunk = pks[i:i + 500]
         yield f"{column} IN ({','.join('?' * len(chunk))})", chunk
 
 
-def inconsistent_sessions(conn: sqlite3.Connection, pks: list[int] | None = None) -> Iterator[SessionTotals]:
+def inconsistent_sessions(conn: Any, pks: list[int] | None = None) -> Iterator[SessionTotals]:
     """Sessions (all, or those with these pks) whose messages are not exactly seq
     1..message_count, or whose token or redaction counters disagree with their
     messages (one pass, grouped by session)."""
@@ -110,18 +60,19 @@ def inconsistent_sessions(conn: sqlite3.Connection, pks: list[int] | None = None
         sql = f"""
             SELECT s.id, s.message_count, s.tokens_in, s.tokens_out, s.redactions,
                    count(m.seq), min(m.seq), max(m.seq),
-                   total(m.tokens_in), total(m.tokens_out), total(m.redaction_count)
+                   coalesce(sum(m.tokens_in), 0), coalesce(sum(m.tokens_out), 0),
+                   coalesce(sum(m.redaction_count), 0)
             FROM sessions s LEFT JOIN messages m ON m.session_pk = s.pk
             WHERE {cond}
             GROUP BY s.pk
             HAVING count(m.seq) != s.message_count
                 OR (count(m.seq) > 0 AND (min(m.seq) != 1 OR max(m.seq) != count(m.seq)))
-                OR total(m.tokens_in) != s.tokens_in OR total(m.tokens_out) != s.tokens_out
-                OR total(m.redaction_count) > s.redactions
+                OR coalesce(sum(m.tokens_in), 0) != s.tokens_in OR coalesce(sum(m.tokens_out), 0) != s.tokens_out
+                OR coalesce(sum(m.redaction_count), 0) > s.redactions
         """
         for row in conn.execute(sql, params):
             sid, mc, tin, tout, red, n, lo, hi, sin, sout, sred = row
-            yield SessionTotals(sid, mc, tin, tout, red, n, lo, hi, int(sin), int(sout), int(sred))
+            yield SessionTotals(sid, mc, tin, tout, red, int(n), lo, hi, int(sin), int(sout), int(sred))
 
 
 # A turn is a user message and the reply right after it. What a stored history may
@@ -136,24 +87,28 @@ _HALF_TURNS = """
     JOIN sessions s ON s.pk = m.session_pk
     LEFT JOIN messages n ON n.session_pk = m.session_pk AND n.seq = m.seq + 1
     LEFT JOIN messages p ON p.session_pk = m.session_pk AND p.seq = m.seq - 1
-    WHERE ({only}) AND ((m.role = 'user' AND m.status = 'ok' AND (n.role IS NOT 'assistant' OR n.status IS NOT 'ok'))
-       OR (m.role = 'user' AND m.status = 'unanswered' AND n.role IS 'assistant' AND n.status IS 'ok')
+    WHERE ({only}) AND (
+          (m.role = 'user' AND m.status = 'ok'
+           AND (coalesce(n.role, '') != 'assistant' OR coalesce(n.status, '') != 'ok'))
+       OR (m.role = 'user' AND m.status = 'unanswered' AND n.role = 'assistant' AND n.status = 'ok')
        OR (m.role = 'user' AND m.status = 'incomplete')
-       OR (m.role = 'assistant' AND m.status = 'ok' AND (p.role IS NOT 'user' OR p.status IS NOT 'ok'))
-       OR (m.role = 'assistant' AND m.status = 'incomplete' AND (p.role IS NOT 'user' OR p.status IS NOT 'unanswered'))
+       OR (m.role = 'assistant' AND m.status = 'ok'
+           AND (coalesce(p.role, '') != 'user' OR coalesce(p.status, '') != 'ok'))
+       OR (m.role = 'assistant' AND m.status = 'incomplete'
+           AND (coalesce(p.role, '') != 'user' OR coalesce(p.status, '') != 'unanswered'))
        OR (m.role = 'assistant' AND m.status = 'unanswered'))
     ORDER BY m.session_pk, m.seq
 """
 
 
-def half_turns(conn: sqlite3.Connection, pks: list[int] | None = None) -> Iterator[tuple[str, int, str, str]]:
+def half_turns(conn: Any, pks: list[int] | None = None) -> Iterator[tuple[str, int, str, str]]:
     """Messages (of all sessions, or of those with these pks) that break the turn rules
     above: (session id, seq, role, status)."""
     for cond, params in _only(pks, "m.session_pk"):
-        yield from conn.execute(_HALF_TURNS.format(only=cond), params)
+        yield from conn.execute(_HALF_TURNS.format(only=cond), params).fetchall()
 
 
-def orphans(conn: sqlite3.Connection, *, quick: bool = False) -> dict[str, int]:
+def orphans(conn: Any, *, quick: bool = False) -> dict[str, int]:
     """Rows without their counterpart. Quick: only compares the two tables' sizes
     (foreign keys make a body without a message impossible while they are on)."""
     one = lambda sql: int(conn.execute(sql).fetchone()[0])  # noqa: E731
@@ -176,7 +131,7 @@ SessionRow = tuple[int, str, bytes | None, bytes | None, bytes | None]  # pk, id
 BodyRow = tuple[int, bytes, int, str, int]  # body id, content, seq, session id, session pk
 
 
-def session_batches(conn: sqlite3.Connection, size: int = 1000) -> Iterator[tuple[list[SessionRow], dict[int, set[bytes]]]]:
+def session_batches(conn: Any, size: int = 1000) -> Iterator[tuple[list[SessionRow], dict[int, set[bytes]]]]:
     """Every session's encrypted fields, in pk order, with the blind-index tags stored
     for those sessions."""
     last = 0
@@ -195,7 +150,7 @@ def session_batches(conn: sqlite3.Connection, size: int = 1000) -> Iterator[tupl
         last = rows[-1][0]
 
 
-def stray_index_tags(conn: sqlite3.Connection) -> int:
+def stray_index_tags(conn: Any) -> int:
     """Index entries of sessions that no longer exist."""
     return int(conn.execute(
         "SELECT count(*) FROM session_meta_index i WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.pk = i.session_pk)"
@@ -206,7 +161,7 @@ _BODIES = ("SELECT b.id, b.content, m.seq, s.id, s.pk FROM message_bodies b "
            "JOIN messages m ON m.id = b.id JOIN sessions s ON s.pk = m.session_pk")
 
 
-def body_batches(conn: sqlite3.Connection, size: int = 2000) -> Iterator[list[BodyRow]]:
+def body_batches(conn: Any, size: int = 2000) -> Iterator[list[BodyRow]]:
     last = 0
     while True:
         rows = conn.execute(f"{_BODIES} WHERE b.id > ? ORDER BY b.id LIMIT ?", (last, size)).fetchall()
@@ -216,7 +171,7 @@ def body_batches(conn: sqlite3.Connection, size: int = 2000) -> Iterator[list[Bo
         last = rows[-1][0]
 
 
-def sample_ids(conn: sqlite3.Connection, table: str, key: str, n: int, rng: random.Random) -> list[int]:
+def sample_ids(conn: Any, table: str, key: str, n: int, rng: random.Random) -> list[int]:
     """Up to n distinct existing keys spread at random over the key range (no full scan)."""
     lo, hi = conn.execute(f"SELECT min({key}), max({key}) FROM {table}").fetchone()
     if lo is None:
@@ -234,7 +189,7 @@ def sample_ids(conn: sqlite3.Connection, table: str, key: str, n: int, rng: rand
     return sorted(picked)
 
 
-def sessions_by_pk(conn: sqlite3.Connection, pks: list[int]) -> tuple[list[SessionRow], dict[int, set[bytes]]]:
+def sessions_by_pk(conn: Any, pks: list[int]) -> tuple[list[SessionRow], dict[int, set[bytes]]]:
     rows: list[SessionRow] = []
     tags: dict[int, set[bytes]] = {}
     for i in range(0, len(pks), 500):
@@ -249,7 +204,7 @@ def sessions_by_pk(conn: sqlite3.Connection, pks: list[int]) -> tuple[list[Sessi
     return rows, tags
 
 
-def bodies_by_id(conn: sqlite3.Connection, ids: list[int]) -> list[BodyRow]:
+def bodies_by_id(conn: Any, ids: list[int]) -> list[BodyRow]:
     rows: list[BodyRow] = []
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]

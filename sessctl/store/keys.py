@@ -18,7 +18,6 @@ today's (possibly different) rules again would silently change history.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,20 +66,20 @@ def unlock(store: Any) -> Unlocked:
     """The keyring opened with the configured key (CryptoError, exit 6, when it does not)."""
     ring = store.keyring()
     if ring is None:
-        raise CryptoError(f"{store.path} has no key yet (the first write creates it); nothing to rotate")
+        raise CryptoError(f"{store.location} has no key yet (the first write creates it); nothing to rotate")
     kek = store._kek_for(ring)
     dek = crypto.unwrap(kek, ring["wrapped_dek"], ring["db_id"])
     crypto.verify_key_check(crypto.Cipher(dek), ring["dek_check"], ring["db_id"])
     return Unlocked(ring, kek, dek)
 
 
-def _still_current(conn: sqlite3.Connection, unlocked: Unlocked) -> None:
-    row = conn.execute("SELECT wrapped_dek, dek_check FROM keyring WHERE id = 1").fetchone()
-    if row is None or (row[0], row[1]) != (unlocked.ring["wrapped_dek"], unlocked.ring["dek_check"]):
+def _still_current(store: Any, conn: Any, unlocked: Unlocked) -> None:
+    row = conn.execute(f"SELECT wrapped_dek, dek_check FROM keyring WHERE id = 1{store.db.for_update}").fetchone()
+    if row is None or (bytes(row[0]), bytes(row[1])) != (unlocked.ring["wrapped_dek"], unlocked.ring["dek_check"]):
         raise StorageError("the key changed while this rotation was starting (another `key rotate`?); run it again")
 
 
-def _set_keyring(conn: sqlite3.Connection, kek: crypto.Kek, db_id: str, dek: bytes, now: int,
+def _set_keyring(conn: Any, kek: crypto.Kek, db_id: str, dek: bytes, now: int,
                  *, new_dek: bool) -> None:
     sets = "kek_kind = ?, kek_fingerprint = ?, kdf = ?, wrapped_dek = ?, wrapped_at = ?"
     params: list[Any] = [kek.kind, kek.fingerprint, json.dumps(kek.kdf) if kek.kdf else None,
@@ -94,11 +93,11 @@ def _set_keyring(conn: sqlite3.Connection, kek: crypto.Kek, db_id: str, dek: byt
 def rewrap(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int) -> None:
     """Wrap the same data key under new_kek. Values are untouched (fast, any size)."""
 
-    def tx(conn: sqlite3.Connection) -> None:
-        _still_current(conn, unlocked)
+    def tx(conn: Any) -> None:
+        _still_current(store, conn, unlocked)
         _set_keyring(conn, new_kek, unlocked.ring["db_id"], unlocked.dek, now, new_dek=False)
 
-    store.write(tx)
+    store.write(tx, rotating=True)
     store.forget_key()
     checkpoint(store)
 
@@ -106,7 +105,7 @@ def rewrap(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int) -> Non
 def count_values(store: Any) -> int:
     """Encrypted values: each title, system prompt, metadata document and message body."""
     sessions = store.conn.execute(
-        "SELECT total((title IS NOT NULL) + (system IS NOT NULL) + (metadata IS NOT NULL)) FROM sessions"
+        "SELECT count(title) + count(system) + count(metadata) FROM sessions"
     ).fetchone()[0]
     bodies = store.conn.execute("SELECT count(*) FROM message_bodies").fetchone()[0]
     return int(sessions) + int(bodies)
@@ -133,8 +132,8 @@ def reencrypt(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int,
             ) from None
         return new.seal(plain, associated), plain
 
-    def tx(conn: sqlite3.Connection) -> int:
-        _still_current(conn, unlocked)
+    def tx(conn: Any) -> int:
+        _still_current(store, conn, unlocked)
         total = count_values(store)
         done = 0
         if progress:
@@ -160,7 +159,8 @@ def reencrypt(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int,
                     tags += [(new.index_tag(k, v), pk) for k, v in json.loads(plain).items()]
                 updates.append((t, s, m, pk))
             conn.executemany("UPDATE sessions SET title = ?, system = ?, metadata = ? WHERE pk = ?", updates)
-            conn.executemany("INSERT OR IGNORE INTO session_meta_index (tag, session_pk) VALUES (?, ?)", tags)
+            conn.executemany(
+                "INSERT INTO session_meta_index (tag, session_pk) VALUES (?, ?) ON CONFLICT DO NOTHING", tags)
             last = rows[-1][0]
             done += sum((r[2] is not None) + (r[3] is not None) + (r[4] is not None) for r in rows)
             if progress:
@@ -196,17 +196,12 @@ def reencrypt(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int,
         _set_keyring(conn, new_kek, db_id, new_dek, now, new_dek=True)
         return done
 
-    n = store.write(tx)
+    n = store.write(tx, rotating=True)
     store.forget_key()
     checkpoint(store)
     return n
 
 
 def checkpoint(store: Any) -> None:
-    """Fold the WAL into the database and truncate it, so the old wrapped key and old
-    ciphertexts do not linger in the -wal file (secure_delete zeroes them in the main
-    file). Best effort: a concurrent reader can keep frames alive a little longer."""
-    try:
-        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    except sqlite3.OperationalError:
-        pass
+    """Do not leave the old wrapped key or old ciphertexts in side files (SQLite's WAL)."""
+    store.db.checkpoint()

@@ -13,14 +13,12 @@ computed in SQL (see _latency) so that a million replies are never fetched into 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import defaultdict
 from typing import Any
 
 from sessctl.models import Stats
 
-_KEYS = {None: "NULL", "user": "s.user", "model": "s.model", "provider": "s.provider"}
-_DAY = "strftime('%Y-%m-%d', m.created_at, 'unixepoch')"
+_KEYS = {None: "NULL", "user": 's."user"', "model": "s.model", "provider": "s.provider"}
 
 
 def _and(where: str, extra: str) -> str:
@@ -33,7 +31,7 @@ def _rank(p: int, n: int) -> int:
     return max(1, (p * n + 99) // 100)
 
 
-def _latency(conn: sqlite3.Connection, key_sql: str, where: str, params: list[Any], window: str,
+def _latency(store: Any, key_sql: str, where: str, params: list[Any], window: str,
              wparams: list[Any]) -> dict[Any, tuple[float, int, int]]:
     """{group key: (average, p50, p95)} over replies, without fetching every latency.
 
@@ -41,17 +39,19 @@ def _latency(conn: sqlite3.Connection, key_sql: str, where: str, params: list[An
     (migration 2), and each percentile by an index offset (milliseconds, not a sort).
     Otherwise every latency of the selection is fetched, unsorted, and each group
     sorted in Python."""
+    conn = store.conn
     if not where and not window and key_sql == "NULL":
+        hint = store.db.index_hint("messages_latency")
         n, tot = conn.execute(
-            "SELECT count(*), total(latency_ms) FROM messages INDEXED BY messages_latency WHERE latency_ms IS NOT NULL"
+            f"SELECT count(*), coalesce(sum(latency_ms), 0) FROM messages{hint} WHERE latency_ms IS NOT NULL"
         ).fetchone()
         if not n:
             return {}
         at = lambda rank: conn.execute(  # noqa: E731
-            "SELECT latency_ms FROM messages INDEXED BY messages_latency WHERE latency_ms IS NOT NULL "
+            f"SELECT latency_ms FROM messages{hint} WHERE latency_ms IS NOT NULL "
             "ORDER BY latency_ms LIMIT 1 OFFSET ?", (rank - 1,)
         ).fetchone()[0]
-        return {None: (round(tot / n, 1), at(_rank(50, n)), at(_rank(95, n)))}
+        return {None: (round(float(tot) / n, 1), at(_rank(50, n)), at(_rank(95, n)))}
     # Grouped or filtered: unsorted pairs, sorted per group in Python (timsort on ints
     # beats both ORDER BY and window functions in SQLite here).
     values: dict[Any, list[int]] = defaultdict(list)
@@ -72,16 +72,17 @@ def _latency(conn: sqlite3.Connection, key_sql: str, where: str, params: list[An
 
 
 def compute(
-    conn: sqlite3.Connection,
+    store: Any,
     where_params: tuple[str, list[Any]],
     *,
     since: int | None,
     before: int | None,
     by: str | None,
 ) -> list[tuple[Any, Stats]]:
+    conn = store.conn
     where, params = where_params
     windowed = since is not None or before is not None or by == "day"
-    key_sql = _DAY if by == "day" else _KEYS[by]
+    key_sql = store.db.day("m.created_at") if by == "day" else _KEYS[by]
     groups: dict[Any, Stats] = defaultdict(Stats)
 
     window, wparams = "", []
@@ -94,16 +95,17 @@ def compute(
 
     if not windowed:
         rows = conn.execute(
-            f"SELECT {key_sql}, count(*), total(s.status = 'active'), total(s.status = 'archived'), "
-            "count(DISTINCT s.user), total(s.message_count), total(s.tokens_in), total(s.tokens_out), "
-            f"total(s.redactions) FROM sessions s{where} GROUP BY 1",
+            f"SELECT {key_sql}, count(*), count(*) FILTER (WHERE s.status = 'active'), "
+            "count(*) FILTER (WHERE s.status = 'archived'), "
+            'count(DISTINCT s."user"), coalesce(sum(s.message_count), 0), coalesce(sum(s.tokens_in), 0), '
+            f"coalesce(sum(s.tokens_out), 0), coalesce(sum(s.redactions), 0) FROM sessions s{where} GROUP BY 1",
             params,
         )
         for key, total, active, archived, users, msgs, tin, tout, red in rows:
             g = groups[key]
-            g.sessions_total, g.sessions_active, g.sessions_archived = total, int(active), int(archived)
+            g.sessions_total, g.sessions_active, g.sessions_archived = int(total), int(active), int(archived)
             g.users, g.messages, g.tokens_in, g.tokens_out, g.redactions = (
-                users, int(msgs), int(tin), int(tout), int(red))
+                int(users), int(msgs), int(tin), int(tout), int(red))
         for key, rules in conn.execute(
             f"SELECT {key_sql}, s.redaction_rules FROM sessions s{_and(where, 's.redaction_rules IS NOT NULL')}",
             params,
@@ -112,25 +114,26 @@ def compute(
     else:
         base = f"FROM messages m JOIN sessions s ON s.pk = m.session_pk{where}{window}"
         if not where:
-            base = f"FROM messages m JOIN sessions s ON s.pk = m.session_pk WHERE 1{window}"
+            base = f"FROM messages m JOIN sessions s ON s.pk = m.session_pk WHERE TRUE{window}"
         rows = conn.execute(
             f"SELECT {key_sql}, count(DISTINCT s.pk), count(DISTINCT CASE WHEN s.status = 'active' THEN s.pk END), "
-            "count(DISTINCT CASE WHEN s.status = 'archived' THEN s.pk END), count(DISTINCT s.user), count(*), "
-            f"total(m.tokens_in), total(m.tokens_out), total(m.redaction_count) {base} GROUP BY 1",
+            "count(DISTINCT CASE WHEN s.status = 'archived' THEN s.pk END), count(DISTINCT s.\"user\"), count(*), "
+            "coalesce(sum(m.tokens_in), 0), coalesce(sum(m.tokens_out), 0), "
+            f"coalesce(sum(m.redaction_count), 0) {base} GROUP BY 1",
             [*params, *wparams],
         )
         for key, total, active, archived, users, msgs, tin, tout, red in rows:
             g = groups[key]
-            g.sessions_total, g.sessions_active, g.sessions_archived = total, active, archived
+            g.sessions_total, g.sessions_active, g.sessions_archived = int(total), int(active), int(archived)
             g.users, g.messages, g.tokens_in, g.tokens_out, g.redactions = (
-                users, msgs, int(tin), int(tout), int(red))
+                int(users), int(msgs), int(tin), int(tout), int(red))
         for key, rules in conn.execute(
             f"SELECT {key_sql}, m.redactions {base} AND m.redactions IS NOT NULL", [*params, *wparams]
         ):
             _add_rules(groups[key], rules)
 
     # Latency: every reply of the selected sessions (inside the window when there is one).
-    for key, (avg, p50, p95) in _latency(conn, key_sql, where, params, window, wparams).items():
+    for key, (avg, p50, p95) in _latency(store, key_sql, where, params, window, wparams).items():
         g = groups[key]
         g.latency_avg, g.latency_p50, g.latency_p95 = avg, p50, p95
 

@@ -1,10 +1,12 @@
-"""Ordered schema steps. Each runs in one transaction together with its record.
+"""SQLite schema: ordered steps, each run in one transaction together with its record.
 
 `PRAGMA user_version` holds the number of steps applied (cheap to read on every start);
 the `schema_migrations` table records which ran and when. A database whose version is
 higher than len(MIGRATIONS) was written by a newer sessctl and is refused (exit 7).
 
-Append new steps at the end; never edit or reorder a released one.
+Append new steps at the end; never edit or reorder a released one, and add the same
+step to postgres_schema.py: both engines keep the same version numbers for the same
+logical schema.
 """
 
 from __future__ import annotations
@@ -128,6 +130,19 @@ def check_version(version: int, path: object) -> None:
         )
 
 
+def check_not_foreign(conn: sqlite3.Connection, path: object) -> None:
+    """Refuse an SQLite file that holds someone else's tables (version 0, not empty)."""
+    foreign = [
+        r[0]
+        for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    ]
+    if foreign:
+        raise StorageError(
+            f"{path} is an SQLite database but not a sessctl one "
+            f"(it has tables {', '.join(sorted(foreign)[:3])}); use another --db"
+        )
+
+
 def migrate(conn: sqlite3.Connection, path: object) -> int:
     """Apply pending steps; returns how many ran. The caller holds no transaction."""
     applied = 0
@@ -141,17 +156,7 @@ def migrate(conn: sqlite3.Connection, path: object) -> int:
                 conn.execute("COMMIT")
                 return applied
             if version == 0:
-                foreign = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-                    )
-                ]
-                if foreign:
-                    raise StorageError(
-                        f"{path} is an SQLite database but not a sessctl one "
-                        f"(it has tables {', '.join(sorted(foreign)[:3])}); use another --db"
-                    )
+                check_not_foreign(conn, path)
             name, step = MIGRATIONS[version]
             conn.execute(_RECORD_TABLE)
             step(conn)

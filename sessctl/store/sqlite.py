@@ -1,0 +1,272 @@
+"""The SQLite engine: a local file, in WAL mode, private to its owner.
+
+Writers serialise on the database (`BEGIN IMMEDIATE`); a transaction that finds the
+database busy is retried as a whole until `[storage] busy_timeout` has passed in all,
+so concurrent sessctl processes queue instead of failing. `synchronous = FULL`: a
+commit that returned is on disk. `secure_delete`: deleted ciphertext is zeroed in the
+file, and `checkpoint` folds the WAL back so it does not linger there either.
+
+The hot path uses the standard library's sqlite3 directly: importing sqlite-utils
+costs about 90 ms, more than the whole start-up budget of `sessctl list`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sessctl.config import Config
+from sessctl.errors import StorageError
+from sessctl.store import sqlite_schema
+from sessctl.store.engine import Engine
+
+_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED} if hasattr(sqlite3, "SQLITE_BUSY") else {5, 6}
+_PRAGMAS = (
+    "foreign_keys = ON",
+    "secure_delete = ON",
+    "synchronous = FULL",
+    "temp_store = MEMORY",
+    "cache_size = -16000",
+)
+
+
+def is_busy(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class SQLiteEngine(Engine):
+    name = "sqlite"
+    latest_version = sqlite_schema.LATEST
+    setup_note = "journal wal"
+    driver_errors = (sqlite3.Error,)
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        assert self.database.path is not None
+        self.path: Path = self.database.path
+
+    @classmethod
+    def open(cls, config: Config, *, create: bool) -> SQLiteEngine | None:
+        """Open (and migrate) the file; None when it does not exist and create is False."""
+        engine = cls(config)
+        path = engine.path
+        if not path.exists():
+            if not create:
+                return None
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                # Create the file 0600 ourselves before SQLite writes a byte; SQLite gives
+                # the -wal and -shm files the same mode as the database file.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            except OSError as exc:
+                raise StorageError(f"cannot create database {path}: {exc.strerror}") from None
+        elif path.is_dir():
+            raise StorageError(f"{path} is a directory, not a database file")
+        conn = engine._connect_raw()
+        try:
+            engine._prepare(conn, create=create)
+        except BaseException:
+            conn.close()
+            raise
+        engine.adopt(conn)
+        return engine
+
+    def _connect_raw(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=self.config.busy_timeout_ms / 1000,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout_ms)}")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {self.path}: {exc}") from None
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = self._connect_raw()
+        for pragma in _PRAGMAS:
+            conn.execute(f"PRAGMA {pragma}")
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection, *, create: bool) -> None:
+        try:
+            version = sqlite_schema.current_version(conn)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path} is not a usable sessctl database: {exc}") from None
+        sqlite_schema.check_version(version, self.path)
+        if version == 0:
+            # Before anything changes the file: someone else's database is refused as it is.
+            sqlite_schema.check_not_foreign(conn, self.path)
+            self._make_private()
+        for pragma in _PRAGMAS:
+            conn.execute(f"PRAGMA {pragma}")
+        if version < sqlite_schema.LATEST:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            try:
+                sqlite_schema.migrate(conn, self.path)
+            except sqlite3.OperationalError as exc:
+                if is_busy(exc):
+                    raise StorageError(f"database {self.path} is locked; try again") from None
+                raise
+
+    def _make_private(self) -> None:
+        """A file sessctl is about to initialise (empty, or left by a process killed
+        before its first migration) is made 0600 if it is ours: data must never land in
+        a file others can read, whoever created it."""
+        try:
+            st = self.path.stat()
+            if st.st_uid == os.getuid() and st.st_mode & 0o077:
+                os.chmod(self.path, 0o600)
+        except OSError:
+            pass
+
+    def _retry_busy(self, fn: Any) -> Any:
+        import time
+
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                attempts += 1
+                if not self._retryable(exc, attempts, time.monotonic() - started):
+                    raise self._storage_error(exc) or exc from None
+                self._backoff(attempts)
+
+    # --- transactions ---------------------------------------------------------------------
+
+    def in_transaction(self, conn: sqlite3.Connection) -> bool:
+        return conn.in_transaction
+
+    def _begin_write(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _begin_read(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN")
+
+    def _retryable(self, exc: BaseException, attempts: int, elapsed: float) -> bool:
+        # SQLite's busy handler has already waited inside the failed statement; one more
+        # try is worth it only while the whole wait is within the configured timeout.
+        return is_busy(exc) and elapsed < self.config.busy_timeout_ms / 1000
+
+    def _storage_error(self, exc: BaseException) -> BaseException | None:
+        if is_busy(exc):
+            return StorageError(
+                f"database {self.path} stayed locked past the busy timeout "
+                f"({self.config.busy_timeout_ms} ms); try again or raise [storage] busy_timeout"
+            )
+        return None
+
+    # --- dialect ------------------------------------------------------------------------
+
+    def day(self, column: str) -> str:
+        return f"strftime('%Y-%m-%d', {column}, 'unixepoch')"
+
+    def index_hint(self, index: str) -> str:
+        return f" INDEXED BY {index}"
+
+    # --- schema and maintenance -----------------------------------------------------------
+
+    def schema_version(self, conn: Any) -> int:
+        return sqlite_schema.current_version(conn)
+
+    def migrate(self, conn: Any) -> int:
+        return sqlite_schema.migrate(conn, self.path)
+
+    def vacuum(self) -> bool:
+        """VACUUM, then fold the WAL back into the file and truncate it, so pages that
+        held deleted ciphertext are gone from both files. False when another process
+        still reads the database: the checkpoint then could not finish and the old pages
+        leave the WAL only at a later checkpoint."""
+        conn = self.conn
+        self._retry_busy(lambda: conn.execute("VACUUM"))
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return int(busy) == 0
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database and truncate it, so an old wrapped key or old
+        ciphertexts do not linger in the -wal file (secure_delete zeroes them in the main
+        file). Best effort: a concurrent reader can keep frames alive a little longer."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:
+            pass
+
+    def size_bytes(self) -> int | None:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return None
+
+    # --- diagnostics (doctor) -------------------------------------------------------------
+
+    @classmethod
+    def for_doctor(cls, config: Config) -> tuple[SQLiteEngine | None, tuple[str, str, int] | None]:
+        """A read-only engine for doctor, or (None, (status, detail, exit code)) when the
+        file cannot be examined as a database at all. Opening never creates the file,
+        migrates or switches modes: a damaged or older database is seen as it is."""
+        from urllib.parse import quote
+
+        engine = cls(config)
+        db = engine.path
+        if not db.exists():
+            return None, ("warn", f"{db} does not exist yet: nothing to check (sessctl creates it on first write)", 0)
+        if db.is_file() and db.stat().st_size == 0:
+            # What a process killed between creating the file and migrating leaves behind;
+            # sessctl initialises it on the next write.
+            return None, ("warn", f"{db} is empty: not initialised yet (the next write does it)", 0)
+        try:
+            with db.open("rb") as fh:
+                header = fh.read(16)
+        except OSError as exc:
+            return None, ("fail", f"cannot read {db}: {exc.strerror}", 7)
+        if db.is_dir() or header != b"SQLite format 3\x00":
+            return None, ("fail", f"{db} is not an SQLite database", 7)
+        try:
+            conn = sqlite3.connect(f"file:{quote(str(db))}?mode=rw", uri=True,
+                                   timeout=config.busy_timeout_ms / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout_ms)}")
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            return None, ("fail", f"cannot open {db}: {exc}", 7)
+        engine.adopt(conn)
+        return engine, None
+
+    def integrity(self, conn: Any, *, quick: bool, limit: int = 20) -> tuple[str, list[str]]:
+        """(what ran, problems): SQLite's own page-level check, and the foreign keys."""
+        pragma = "quick_check" if quick else "integrity_check"
+        rows = [r[0] for r in conn.execute(f"PRAGMA {pragma}({int(limit)})")]
+        # One row may carry several lines ("*** in database main ***\nOn tree page ...").
+        problems = [] if rows == ["ok"] else [ln for row in rows for ln in str(row).splitlines() if ln.strip()]
+        if quick:
+            return f"{pragma} ok", problems
+        for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
+            problems.append(f"{table} row {rowid} points to a missing {parent} row")
+            if len(problems) >= limit:
+                break
+        return f"{pragma} ok, foreign keys ok", problems
+
+    def schema_record(self, conn: Any) -> tuple[int, list[int], list[str]]:
+        """(version, versions recorded in schema_migrations, notes on the set-up)."""
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        try:
+            recorded = [int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        except sqlite3.OperationalError:
+            recorded = []
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        return version, recorded, [] if mode == "wal" else [f"journal mode is {mode}, not wal"]
+
+    def table_names(self, conn: Any) -> set[str]:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def private_files(self) -> list[Path]:
+        """Files that must be readable by their owner only."""
+        return [self.path] + [Path(f"{self.path}{s}") for s in ("-wal", "-shm")]
