@@ -156,12 +156,16 @@ def run(group: click.Group, argv: list[str], prog_name: str, debug: bool, **extr
         return 141
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are reported
         sqlite3 = sys.modules.get("sqlite3")
+        psycopg = sys.modules.get("psycopg")
         if debug:
             import traceback
 
             traceback.print_exc()
-        if sqlite3 is not None and isinstance(exc, sqlite3.Error):
-            _error(f"storage error: {exc}")
+        if (sqlite3 is not None and isinstance(exc, sqlite3.Error)) or (
+                psycopg is not None and isinstance(exc, psycopg.Error)):
+            # A database error the store did not expect: still the storage's, exit 7,
+            # on one line (PostgreSQL's messages span several).
+            _error("storage error: " + " ".join(str(exc).split()))
             return ExitStatus.STORAGE
         _error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
         return ExitStatus.ERROR

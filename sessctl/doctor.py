@@ -182,12 +182,11 @@ def _run_checks(report: Report, store: Any, health: Any, *, quick: bool, sample:
 
     checked = engine.integrity(conn, quick=quick)
     if checked is not None:
-        what, problems = checked
+        sound, damaged, problems = checked
         if problems:
-            report.add("integrity", "fail", f"{what.split(' ok')[0]} found damage; restore from a backup",
-                       STORAGE, problems)
+            report.add("integrity", "fail", damaged, STORAGE, problems)
         else:
-            report.add("integrity", "ok", what)
+            report.add("integrity", "ok", sound)
 
     latest = engine.latest_version
     version, recorded, notes = engine.schema_record(conn)

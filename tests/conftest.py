@@ -16,8 +16,24 @@ from click.testing import CliRunner
 
 from sessctl.cli import cli
 
-# The fake-LLM fixtures (fake_llm) for any test that needs a provider on 127.0.0.1.
-pytest_plugins = ("sendkit",)
+# The fake-LLM fixtures (fake_llm) for any test that needs a provider on 127.0.0.1, and
+# the PostgreSQL tier (pg_server, pg_schema).
+pytest_plugins = ("sendkit", "pgtier")
+
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "engines: run this module's tests once per storage engine (SQLite and PostgreSQL)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Storage behaviour is tested once, over both engines: a module (or test) marked
+    # `engines` gets the autouse `engine` fixture parametrized; everything else runs on
+    # SQLite only.
+    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("engines"):
+        metafunc.parametrize("engine", ENGINES, indirect=True)
 
 _SCRUB = (
     "SESSCTL_DB", "SESSCTL_CONFIG", "SESSCTL_KEY_FILE", "SESSCTL_PASSPHRASE", "SESSCTL_NOW",
@@ -62,6 +78,22 @@ def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
     return p
 
 
+@pytest.fixture(autouse=True)
+def engine(request: pytest.FixtureRequest, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The storage engine this test runs on. On "postgresql", SESSCTL_DB points every
+    sessctl call (CLI, subprocesses, library) at a schema of the test's own."""
+    name: str = getattr(request, "param", "sqlite")
+    if name == "postgresql":
+        monkeypatch.setenv("SESSCTL_DB", request.getfixturevalue("pg_schema"))
+    return name
+
+
+def only_sqlite(engine: str, why: str) -> None:
+    """Inside an engines test: skip the PostgreSQL run of something only a file has."""
+    if engine != "sqlite":
+        pytest.skip(f"SQLite only: {why}")
+
+
 @dataclass
 class Result:
     exit_code: int
@@ -104,10 +136,15 @@ def ok(run: Run) -> Run:
 
 
 @pytest.fixture
-def db_conn(paths: Paths) -> Callable[[], sqlite3.Connection]:
-    """Open the test database directly (for tampering and raw inspection)."""
+def db_conn(paths: Paths, engine: str) -> Callable[[], Any]:
+    """Open the test database directly (for tampering and raw inspection), on either
+    engine: SQL in the store's dialect (`?` placeholders) works on both."""
 
-    def connect() -> sqlite3.Connection:
+    def connect() -> Any:
+        if engine == "postgresql":
+            from pgtier import RawPg
+
+            return RawPg(os.environ["SESSCTL_DB"])
         return sqlite3.connect(paths.db, isolation_level=None)
 
     return connect

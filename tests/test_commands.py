@@ -10,6 +10,8 @@ import pytest
 
 from conftest import Paths, Run, mode
 
+pytestmark = pytest.mark.engines
+
 T0 = "2026-11-01T10:00:00Z"
 T1 = "2026-11-02T10:00:00Z"
 T2 = "2026-11-20T10:00:00Z"

@@ -10,7 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import Paths, Run
+
+pytestmark = pytest.mark.engines
 
 PROCS = Path(__file__).resolve().parent / "procs.py"
 WORKERS = 8

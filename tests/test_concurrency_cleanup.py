@@ -27,6 +27,8 @@ import pytest
 from conftest import Paths, Run
 from fakeserver import FakeLLMServer
 
+pytestmark = pytest.mark.engines
+
 SCALE = int(os.environ.get("SESSCTL_STRESS_SCALE", "1"))
 NOW = "2026-06-01T00:00:00Z"
 STALE_AT = "2026-02-01T00:00:00Z"  # 120 days before NOW: past delete_after

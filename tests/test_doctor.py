@@ -11,6 +11,8 @@ import pytest
 
 from conftest import Paths, Run
 
+pytestmark = pytest.mark.engines
+
 CHECKS = ["database", "permissions", "integrity", "schema", "key", "decrypt", "metadata index", "sequences",
           "counters", "turns", "orphans"]
 

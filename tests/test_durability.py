@@ -30,6 +30,8 @@ from click.testing import CliRunner
 
 from conftest import Paths, Run
 
+pytestmark = pytest.mark.engines
+
 PROCS = Path(__file__).resolve().parent / "procs.py"
 ROUNDS = int(os.environ.get("SESSCTL_KILL_ROUNDS", "25"))
 SEED = int(os.environ.get("SESSCTL_KILL_SEED", str(random.randrange(1 << 30))))

@@ -15,6 +15,8 @@ import pytest
 
 from conftest import Paths, Run
 
+pytestmark = pytest.mark.engines
+
 ROOT = Path(__file__).resolve().parent.parent
 
 AWKWARD = [

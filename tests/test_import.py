@@ -13,6 +13,8 @@ from conftest import Paths, Run, mode
 from sessctl.errors import UsageError
 from sessctl.import_reader import CHUNK, Reader
 
+pytestmark = pytest.mark.engines
+
 LONG = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 6000  # ~340 kB, one message
 UNICODE = ("Grüße 👋🏽 — 你好，世界 · مرحبا بالعالم · e\u0301 · \t tab · \"quotes\" \\ backslash"
            "\nsecond line\r\nthird")

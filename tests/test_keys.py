@@ -11,6 +11,8 @@ import pytest
 
 from conftest import Paths, Run, mode
 
+pytestmark = pytest.mark.engines
+
 
 def _populate(ok: Run, env: dict[str, str] | None = None) -> None:
     ok("create", "a", "--user", "alice", "--title", "Secret title", "--system", "Be brief",

@@ -12,6 +12,8 @@ import pytest
 
 from conftest import Paths, Run
 
+pytestmark = pytest.mark.engines
+
 T0 = "2026-01-01T00:00:00Z"
 
 

@@ -17,6 +17,8 @@ import pytest
 
 from conftest import Paths, Run
 
+pytestmark = pytest.mark.engines
+
 pty = pytest.importorskip("pty")
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import Paths, Run, mode
 
+pytestmark = pytest.mark.engines
+
 SECRET_WORDS = {
     "message": "the quick zebrafish negotiates quarterly",
     "reply_and_followup": "purple elephants audit the ledger",

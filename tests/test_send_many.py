@@ -4,10 +4,13 @@ the order given; 0 only when every session got its reply)."""
 
 from __future__ import annotations
 
+import pytest
 from fakeserver import ErrorReply, FakeLLMServer, TextReply
 from sendkit import base_url, chat_path, chats, provider_table
 
 from conftest import Paths, Run
+
+pytestmark = pytest.mark.engines
 
 
 def _two_providers(paths: Paths, server: FakeLLMServer) -> None:

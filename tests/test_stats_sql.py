@@ -16,6 +16,8 @@ import pytest
 
 from conftest import Paths, Run
 
+pytestmark = pytest.mark.engines
+
 
 def _nearest_rank(values: list[int], p: int) -> int:
     values = sorted(values)

@@ -259,9 +259,9 @@ class Engine(ABC):
         """A driver error as one line for people (passwords masked)."""
         return " ".join(str(exc).split())
 
-    def integrity(self, conn: Any, *, quick: bool, limit: int = 20) -> tuple[str, list[str]] | None:
-        """(what ran, problems) from the engine's own consistency check; None when the
-        engine keeps its pages' consistency to itself (a server)."""
+    def integrity(self, conn: Any, *, quick: bool, limit: int = 20) -> tuple[str, str, list[str]] | None:
+        """(detail when sound, detail when damaged, problems) from the engine's own
+        consistency check; None when the engine has none."""
         return None
 
     @abstractmethod

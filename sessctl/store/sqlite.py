@@ -240,19 +240,21 @@ class SQLiteEngine(Engine):
         engine.adopt(conn)
         return engine, None
 
-    def integrity(self, conn: Any, *, quick: bool, limit: int = 20) -> tuple[str, list[str]]:
-        """(what ran, problems): SQLite's own page-level check, and the foreign keys."""
+    def integrity(self, conn: Any, *, quick: bool, limit: int = 20) -> tuple[str, str, list[str]]:
+        """(detail when sound, detail when not, problems): SQLite's own page-level
+        check, and the foreign keys."""
         pragma = "quick_check" if quick else "integrity_check"
         rows = [r[0] for r in conn.execute(f"PRAGMA {pragma}({int(limit)})")]
         # One row may carry several lines ("*** in database main ***\nOn tree page ...").
         problems = [] if rows == ["ok"] else [ln for row in rows for ln in str(row).splitlines() if ln.strip()]
+        damaged = f"{pragma} found damage; restore from a backup"
         if quick:
-            return f"{pragma} ok", problems
+            return f"{pragma} ok", damaged, problems
         for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
             problems.append(f"{table} row {rowid} points to a missing {parent} row")
             if len(problems) >= limit:
                 break
-        return f"{pragma} ok, foreign keys ok", problems
+        return f"{pragma} ok, foreign keys ok", damaged, problems
 
     def schema_record(self, conn: Any) -> tuple[int, list[int], list[str]]:
         """(version, versions recorded in schema_migrations, notes on the set-up)."""

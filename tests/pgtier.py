@@ -1,0 +1,174 @@
+"""The PostgreSQL tier of the suite: where the server is, and a schema per test.
+
+Storage contract tests run over both engines through one parametrized fixture
+(`engine`, in conftest.py); a module opts in with `pytestmark = pytest.mark.engines`.
+For the PostgreSQL run, each test gets a schema of its own in the server's `test`
+database and points sessctl at it with `SESSCTL_DB=postgresql://...?options=-csearch_path%3D<schema>`.
+
+Finding the server:
+- `SESSCTL_TEST_POSTGRES` set (CI sets it): that server must answer, or the run
+  fails: a missing server must never turn into silently skipped tests.
+- unset: the local server at postgresql://postgres@127.0.0.1:5432/test; if it does not
+  answer, a throwaway server is started from the system's PostgreSQL binaries
+  (initdb/pg_ctl, Debian's /usr/lib/postgresql/*/bin) in a temporary directory; if
+  there are none, the PostgreSQL tier is skipped with one line saying so, so the
+  README's test command still passes on a machine with only Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+ENV = "SESSCTL_TEST_POSTGRES"
+DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _reachable(url: str) -> str | None:
+    """None when a connection works, else why not."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install '.[test]')"
+    try:
+        with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        return None
+    except psycopg.Error as exc:
+        return " ".join(str(exc).split())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Throwaway:
+    """A private PostgreSQL server for this test run (trust auth, loopback only)."""
+
+    def __init__(self) -> None:
+        self.dir: Path | None = None
+        self.bin: Path | None = None
+
+    def start(self) -> str | None:
+        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+        found = shutil.which("pg_ctl")
+        pg_ctl = Path(candidates[0]) if candidates else Path(found) if found else None
+        if pg_ctl is None or os.geteuid() == 0 and not shutil.which("runuser"):
+            return None
+        self.bin = pg_ctl.parent
+        self.dir = Path(tempfile.mkdtemp(prefix="sessctl-pg-"))
+        port = _free_port()
+        data = self.dir / "data"
+        as_user: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            shutil.chown(self.dir, "postgres")
+            as_user = ["runuser", "-u", "postgres", "--"]
+        run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)  # noqa: E731
+        try:
+            run(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+            run(str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w", "-o",
+                f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1", "start")
+            run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "test")
+        except (subprocess.SubprocessError, OSError):
+            self.stop()
+            return None
+        self._as_user = as_user
+        return f"postgresql://postgres@127.0.0.1:{port}/test"
+
+    def stop(self) -> None:
+        if self.dir is not None and self.bin is not None and (self.dir / "data").exists():
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                subprocess.run([*getattr(self, "_as_user", []), str(self.bin / "pg_ctl"), "-D",
+                                str(self.dir / "data"), "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The URL of the test server (see the module docstring for how it is found)."""
+    explicit = os.environ.get(ENV)
+    url = explicit or DEFAULT
+    why = _reachable(url)
+    if why is None:
+        yield url
+        return
+    if explicit:
+        pytest.fail(f"{ENV}={explicit} does not answer: {why}", pytrace=False)
+    throwaway = _Throwaway()
+    started = throwaway.start()
+    if started is None or _reachable(started) is not None:
+        throwaway.stop()
+        pytest.skip(f"PostgreSQL tier skipped: no server at {DEFAULT} ({why}) and no PostgreSQL binaries "
+                    f"to start one; set {ENV} to run it")
+    try:
+        yield started
+    finally:
+        throwaway.stop()
+
+
+def with_schema(url: str, schema: str) -> str:
+    """The URL with the schema first in search_path (libpq's `options`)."""
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote(f'-csearch_path={schema}', safe='')}"
+
+
+@pytest.fixture
+def pg_schema(pg_server: str) -> Iterator[str]:
+    """A fresh schema for one test; its URL. Dropped afterwards."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield with_schema(pg_server, name)
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+class RawPg:
+    """Direct access to a test's PostgreSQL schema, speaking the store's dialect (`?`
+    placeholders), for tampering and inspection as tests do with sqlite3 on SQLite."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(url, autocommit=True)
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        from sessctl.store.postgres import _pg_sql
+
+        return self._conn.execute(_pg_sql(sql), params or None)
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        from sessctl.store.postgres import _pg_sql
+
+        self._conn.cursor().executemany(_pg_sql(sql), list(rows))
+
+    def commit(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> RawPg:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
