@@ -48,6 +48,7 @@ class AppFactory:
     def __init__(self, db: str | None, config: str | None, quiet: bool, debug: bool) -> None:
         self.db, self.config, self.quiet, self.debug = db, config, quiet, debug
         self._app: Any = None
+        self._client: Any = None
 
     def app(self) -> Any:
         if self._app is None:
@@ -68,7 +69,17 @@ class AppFactory:
             )
         return self._app
 
+    def client(self) -> Any:
+        """The library Client the commands call (sessctl/api.py), over this App."""
+        if self._client is None:
+            from sessctl.api import Client
+
+            self._client = Client(self.app(), owns_app=False)
+        return self._client
+
     def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
         if self._app is not None:
             self._app.close()
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,8 @@ from sessctl.providers.base import (
 from sessctl.service import App, new_session_spec
 from sessctl.store import NewMessage
 
+
+RunDb = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 # The redaction rule under which a provider's own secret, found in a message, is counted.
 SECRET_RULE = "provider_secret"
@@ -256,70 +258,80 @@ def _interrupted(plan: _Plan, signum: int = signal.SIGINT) -> Interrupted:
     return Interrupted("interrupted" if plan.partial else "interrupted before any reply arrived")
 
 
-async def _run(app: App, plans: list[_Plan], concurrency: int, on_text: Callable[[str], None] | None) -> None:
-    loop = asyncio.get_running_loop()
-    tasks: list[asyncio.Future[None]] = []
-    stopped_by: list[int] = []  # the first signal received, if any
+async def _turn(app: App, plan: _Plan, get_http: Callable[[], Any], semaphore: asyncio.Semaphore,
+                on_text: Callable[[str], None] | None, run_db: RunDb, stopped_by: list[int]) -> None:
+    """One session's turn: call the provider, then store the turn, whatever happened.
 
-    def on_signal(signum: int) -> None:
-        stopped_by.append(signum)
-        for task in tasks:
-            task.cancel()
+    Cancellation (Ctrl-C in the CLI, a task cancelled or a deadline in a program) while
+    the call runs stores the user's message `unanswered` and any partial reply
+    `incomplete`, synchronously, so a second cancellation cannot split it; a turn whose
+    reply had fully arrived is stored whole even if cancellation comes while storing
+    (`_save` records it on the plan inside the storage step)."""
 
-    # First thing, so no Ctrl-C falls between the calls starting and the handler.
-    # Where the loop cannot take signals (Windows, a non-main thread) asyncio.run's own
-    # handler stays: it cancels this task, which cancels the calls; each still stores
-    # its turn, and KeyboardInterrupt comes out of asyncio.run.
-    handled: list[int] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, on_signal, signum)
-            handled.append(signum)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
-
-    semaphore = asyncio.Semaphore(concurrency)
-    client = None
-
-    async def one(plan: _Plan) -> None:
-        def collect(piece: str) -> None:
-            plan.partial.append(piece)
-            if on_text is not None:
-                on_text(piece)
-
-        try:
-            async with semaphore:
-                reply = await plan.provider.chat(plan.request, client, collect)
-        except SessctlError as exc:
-            plan.result = _store_turn(app, plan, None, exc)
-            return
-        except asyncio.CancelledError:
-            # Ctrl-C: keep the user's text and whatever arrived, marked as such.
-            plan.result = _store_turn(app, plan, None, _interrupted(plan, *stopped_by[:1]))
-            raise
-        plan.result = _store_turn(app, plan, reply, None)
+    def collect(piece: str) -> None:
+        plan.partial.append(piece)
+        if on_text is not None:
+            on_text(piece)
 
     try:
-        if any(p.provider.needs_http for p in plans):
-            from sessctl.providers.base import open_client
+        async with semaphore:
+            http = get_http() if plan.provider.needs_http else None
+            reply = await plan.provider.chat(plan.request, http, collect)
+    except SessctlError as exc:
+        error = exc  # the except clause unbinds `exc`; the storage step runs after it
+        await run_db(lambda: _save(app, plan, None, error))
+        return
+    except asyncio.CancelledError:
+        _save(app, plan, None, _interrupted(plan, *stopped_by[:1]))
+        raise
+    await run_db(lambda: _save(app, plan, reply, None))
 
-            client = open_client(concurrency)
-        tasks.extend(asyncio.ensure_future(one(p)) for p in plans)
+
+def _save(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlError | None) -> None:
+    plan.result = _store_turn(app, plan, reply, error)
+
+
+async def send_turns(app: App, session_ids: Sequence[str], opts: SendOptions, *, get_http: Callable[[], Any],
+                     semaphore: asyncio.Semaphore, run_db: RunDb,
+                     on_text: Callable[[str], None] | None = None,
+                     stopped_by: list[int] | None = None) -> list[TurnResult]:
+    """Send opts.text to each session concurrently (at most `semaphore` calls at once,
+    over the shared HTTP client `get_http()` makes on first need); results in the
+    order the sessions were given.
+
+    `run_db(fn)` runs a storage step off the event loop (the async client's database
+    thread). `on_text` receives reply text as it streams (a single session only). When
+    this coroutine is cancelled, every session still in flight (or waiting its turn)
+    gets its turn stored as interrupted; then, if a signal caused it (`stopped_by`
+    names it), the results are returned, each cut-short session carrying an
+    Interrupted error; otherwise CancelledError propagates, as asyncio expects."""
+    stopped = stopped_by if stopped_by is not None else []
+    items = await run_db(lambda: _mark_active(app, plan_all(app, session_ids, opts), opts))
+    plans = [p for p in items if isinstance(p, _Plan)]
+    stream_cb = on_text if (opts.stream and len(plans) == 1) else None
+    tasks = [asyncio.ensure_future(_turn(app, p, get_http, semaphore, stream_cb, run_db, stopped)) for p in plans]
+    try:
         # return_exceptions: a cancelled call is a stored, reported result, not a crash.
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
-                raise outcome
-    finally:
-        try:
-            if client is not None:
-                await client.aclose()
-        finally:
-            for signum in handled:
-                loop.remove_signal_handler(signum)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        _store_unstarted(app, plans, stopped)
+        if not stopped:
+            raise
+        return [item if isinstance(item, TurnResult) else item.result for item in items]  # type: ignore[misc]
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+            raise outcome
+    _store_unstarted(app, plans, stopped)
+    return [item if isinstance(item, TurnResult) else item.result for item in items]  # type: ignore[misc]
+
+
+def _store_unstarted(app: App, plans: list[_Plan], stopped_by: list[int]) -> None:
     for plan in plans:
         if plan.result is None:  # cancelled before its first step: nothing was sent
-            plan.result = _store_turn(app, plan, None, _interrupted(plan, *stopped_by[:1]))
+            _save(app, plan, None, _interrupted(plan, *stopped_by[:1]))
 
 
 def _mark_active(app: App, items: list[_Plan | TurnResult], opts: SendOptions) -> list[_Plan | TurnResult]:
@@ -353,24 +365,47 @@ def send(
     *,
     on_text: Callable[[str], None] | None = None,
 ) -> list[TurnResult]:
-    """Send opts.text to each session; results in the order the sessions were given.
+    """`sessctl send`: the async client's sends, run to completion in this process,
+    with SIGINT and SIGTERM turned into a clean stop (see the module docstring).
 
-    `on_text` receives reply text as it streams (only used for a single session).
     After a Ctrl-C, the sessions whose calls were cut short carry an `Interrupted`
     error (exit 130); those that had finished carry their replies."""
-    items = _mark_active(app, plan_all(app, session_ids, opts), opts)
-    plans = [p for p in items if isinstance(p, _Plan)]
-    stream_cb = on_text if (opts.stream and len(plans) == 1) else None
-    if plans:
-        asyncio.run(_run(app, plans, opts.concurrency, stream_cb))
-    results = []
-    for item in items:
-        if isinstance(item, TurnResult):
-            results.append(item)
-        else:
-            assert item.result is not None
-            results.append(item.result)
-    return results
+    return asyncio.run(_send_handling_signals(app, session_ids, opts, on_text))
+
+
+async def _send_handling_signals(app: App, session_ids: Sequence[str], opts: SendOptions,
+                                 on_text: Callable[[str], None] | None) -> list[TurnResult]:
+    from sessctl.api import AsyncClient
+
+    loop = asyncio.get_running_loop()
+    stopped_by: list[int] = []  # the first signal received, if any
+    main = asyncio.current_task()
+    assert main is not None
+
+    def on_signal(signum: int) -> None:
+        # Only the first signal stops the work; a second Ctrl-C while turns are being
+        # stored must not cut that short.
+        if not stopped_by:
+            main.cancel()
+        stopped_by.append(signum)
+
+    # First thing, so no Ctrl-C falls between the calls starting and the handler.
+    # Where the loop cannot take signals (Windows, a non-main thread) asyncio.run's own
+    # handler stays: it cancels this task, which cancels the calls; each still stores
+    # its turn, and KeyboardInterrupt comes out of asyncio.run.
+    handled: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            handled.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    try:
+        async with AsyncClient(app, concurrency=opts.concurrency, owns_app=False) as client:
+            return await client.send_turns(session_ids, opts, on_text=on_text, stopped_by=stopped_by)
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
 
 
 def exit_code(results: Sequence[TurnResult]) -> int:

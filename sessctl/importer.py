@@ -99,7 +99,7 @@ def _kind(value: Any) -> str:
     return "an array" if isinstance(value, list) else type(value).__name__
 
 
-def parse_session(app: App, element: Any, where: str) -> tuple[Session, list[Message]]:
+def parse_session(app: App | None, element: Any, where: str) -> tuple[Session, list[Message]]:
     """One session object of `export` output → (Session, messages), or Invalid.
 
     Fields `export` writes are all accepted; only `id` is required. Absent fields get
@@ -117,7 +117,7 @@ def parse_session(app: App, element: Any, where: str) -> tuple[Session, list[Mes
 
     provider = c.string(element, "provider", "provider")
     model = c.string(element, "model", "model")
-    if provider is None:
+    if provider is None and app is not None:
         spec, _ = new_session_spec(app, sid, model=model)
         provider = spec.provider
         if "model" not in element:
@@ -139,7 +139,7 @@ def parse_session(app: App, element: Any, where: str) -> tuple[Session, list[Mes
         first = raw_messages[0] if raw_messages and isinstance(raw_messages[0], dict) else {}
         created_at = c.time(first, "created_at", "messages[0].created_at")
         if created_at is None:
-            created_at = app.now()
+            created_at = app.now() if app is not None else timeutil.now()
     messages = [_message(c, m, i, created_at) for i, m in enumerate(raw_messages)]
     updated_at = c.time(element, "updated_at", "updated_at")
     if updated_at is None:
@@ -180,13 +180,24 @@ def parse_session(app: App, element: Any, where: str) -> tuple[Session, list[Mes
     return session, messages
 
 
+def parse_message(raw: Any, *, seq: int | None = None) -> Message:
+    """One message object of `export` output → Message, or Invalid (exit 2). Without
+    `seq` the object's own (or 1) is taken as its place."""
+    c = _Check("message")
+    given = raw.get("seq") if isinstance(raw, dict) else None
+    i = (seq if seq is not None else given if isinstance(given, int) and not isinstance(given, bool) and given >= 1
+         else 1) - 1
+    return _message(c, raw, i, timeutil.now())
+
+
 def _message(c: _Check, raw: Any, i: int, default_time: int) -> Message:
     path = f"messages[{i}]"
     m = c.obj(raw, path)
     role = c.choice(m, "role", f"{path}.role", ("user", "assistant"), "")
     c.fields(m, REPLY_MESSAGE_FIELDS if role == "assistant" else USER_MESSAGE_FIELDS, f"{path}.")
-    seq = c.count(m, "seq", f"{path}.seq", nullable=False, minimum=1)
-    if seq != i + 1:
+    # `seq` may be left out (a hand-written or jq-edited document): position is order.
+    seq = c.count(m, "seq", f"{path}.seq", minimum=1)
+    if seq is not None and seq != i + 1:
         raise c.fail(f"{path}.seq", f"is {seq}, expected {i + 1} (messages must be complete and in order)")
     content = c.string(m, "content", f"{path}.content", nullable=False)
     red = c.obj(m.get("redactions", {}), f"{path}.redactions")

@@ -1,4 +1,8 @@
-"""Plain data passed between the store, the service and the renderers."""
+"""Plain data passed between the store, the use cases, the renderers and programs
+using the library (`Session`, `Message` and `Reply` are public: `sessctl.Session`...).
+
+`to_dict()` gives exactly the JSON objects the CLI prints (`export`, `list`, `send`
+--format json); `from_dict()` reads them back, validated as `import` validates."""
 
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ def check_session_id(value: str) -> str:
 
 @dataclass
 class Message:
+    """One stored message. `status`: "ok"; "unanswered" (a user message whose call
+    failed); "incomplete" (a reply cut off). Only "ok" messages are sent as context."""
+
     seq: int
     role: str  # "user" | "assistant"
     content: str
@@ -40,10 +47,34 @@ class Message:
     first_token_ms: int | None = None
     redactions: dict[str, int] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The message object of `export` (and `show --format json`).
+
+        >>> Message(seq=1, role="user", content="hi", created_at=0).to_dict()["created_at"]
+        '1970-01-01T00:00:00Z'
+        """
+        from sessctl.render import message_dict
+
+        return message_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, seq: int | None = None) -> Message:
+        """A message object as `export` writes it (UsageError, exit 2, when invalid).
+
+        >>> Message.from_dict({"seq": 1, "role": "user", "content": "hi"}).content
+        'hi'
+        """
+        from sessctl.importer import parse_message
+
+        return parse_message(d, seq=seq)
+
 
 @dataclass
 class Session:
-    pk: int
+    """One conversation: its header, and its messages when they were asked for
+    (`Client.get`, `export`); sessions from `list` carry `messages=None`."""
+
+    pk: int = field(repr=False)
     id: str
     user: str | None
     provider: str | None
@@ -63,7 +94,72 @@ class Session:
     tokens_in: int = 0
     tokens_out: int = 0
     redactions: int = 0
-    redaction_rules: dict[str, int] = field(default_factory=dict)
+    redaction_rules: dict[str, int] = field(default_factory=dict, repr=False)
+    messages: list[Message] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The session object the CLI prints: with `messages`, exactly an element of
+        `export --format json`; without, an element of `list --format json`.
+
+        >>> import sessctl
+        >>> with sessctl.open() as store:                      # doctest: +SKIP
+        ...     store.get("user-123").to_dict()["stats"]["messages"]
+        2
+        """
+        from sessctl.render import session_dict
+
+        return session_dict(self, self.messages)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Session:
+        """A session object as `export` writes it, validated as `import` does
+        (UsageError, exit 2, naming the field, when it is not one). Absent optional
+        fields get what `create` would give; `messages` are kept in order.
+
+        >>> Session.from_dict({"id": "t-1", "messages": [{"role": "user", "content": "hi"}]}).message_count
+        1
+        """
+        from sessctl.importer import parse_session
+
+        session, messages = parse_session(None, d, "session")
+        session.messages = messages
+        return session
+
+
+@dataclass
+class Reply:
+    """What `send` got back, as stored (sanitized): the assistant message of the turn.
+
+    >>> import sessctl
+    >>> with sessctl.open() as store:                          # doctest: +SKIP
+    ...     r = store.send("user-123", "hi")
+    ...     (r.content, r.status, r.seq)
+    ('hi', 'ok', 2)
+    """
+
+    session: str
+    content: str
+    model: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    latency_ms: int | None
+    status: str = "ok"
+    seq: int | None = None
+    provider: str | None = None
+    tokens_estimated: bool = False
+    first_token_ms: int | None = None
+    redactions: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object `send --format json` prints for this session."""
+        d: dict[str, Any] = {
+            "session": self.session, "reply": self.content, "model": self.model, "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out, "latency_ms": self.latency_ms,
+            "redactions": dict(sorted(self.redactions.items())),
+        }
+        d.update(seq=self.seq, status=self.status, provider=self.provider,
+                 tokens_estimated=self.tokens_estimated, first_token_ms=self.first_token_ms)
+        return d
 
 
 @dataclass

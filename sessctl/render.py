@@ -149,12 +149,16 @@ def write_sessions(out: TextIO, sessions: Iterable[Session], fmt: str, *, show_s
     return n
 
 
+def stats_document(groups: list[tuple[Any, Stats]], by: str | None) -> dict[str, Any]:
+    """What `stats --format json` prints (and `Client.stats` returns)."""
+    if by is None:
+        return stats_dict(groups[0][1])
+    return {"by": by, "groups": [{"key": k, **stats_dict(st)} for k, st in groups]}
+
+
 def write_stats(out: TextIO, groups: list[tuple[Any, Stats]], fmt: str, by: str | None) -> None:
     if fmt == "json":
-        if by is None:
-            write_json(out, stats_dict(groups[0][1]))
-        else:
-            write_json(out, {"by": by, "groups": [{"key": k, **stats_dict(st)} for k, st in groups]})
+        write_json(out, stats_document(groups, by))
         return
 
     def lat(v: float | int | None) -> str:

@@ -7,6 +7,7 @@ Each takes an App (configuration, streams, clock) and returns data; the CLI prin
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +21,18 @@ from sessctl.models import Message, NewSession, Session, SessionFilter, Stats, c
 
 @dataclass
 class App:
-    """Everything a use case may touch besides its arguments; injected so tests
-    (and embedding programs) never depend on the real terminal or environment."""
+    """Everything a use case may touch besides its arguments: configuration, the
+    clock, the lazily opened store and sanitizer, and where notices go. Injected, so
+    tests (and embedding programs) never depend on the real terminal or environment.
+
+    The CLI gives it the process's streams; the library (`sessctl.open`) gives it none:
+    notices then go to the `sessctl` logger and nothing reads stdin. Safe to share
+    between threads (the store keeps a connection per thread)."""
 
     config: Config
-    stdin: TextIO
-    stdout: TextIO
-    stderr: TextIO
+    stdin: TextIO | None = None
+    stdout: TextIO | None = None
+    stderr: TextIO | None = None
     quiet: bool = False
     debug: bool = False
     stdin_isatty: bool = False
@@ -34,6 +40,7 @@ class App:
     stderr_isatty: bool = False  # progress bars only when a person watches stderr
     _store: Any = field(default=None, repr=False)
     _sanitizer: Any = field(default=None, repr=False)
+    _lock: Any = field(default_factory=threading.RLock, repr=False)
 
     @property
     def env(self) -> Mapping[str, str]:
@@ -44,36 +51,47 @@ class App:
         return self.stdout_isatty and "NO_COLOR" not in self.env
 
     def notice(self, message: str) -> None:
-        if not self.quiet:
-            self.stderr.write(f"sessctl: {message}\n")
-            self.stderr.flush()
+        if self.quiet:
+            return
+        if self.stderr is None:
+            import logging
+
+            logging.getLogger("sessctl").info(message)
+            return
+        self.stderr.write(f"sessctl: {message}\n")
+        self.stderr.flush()
 
     def now(self) -> int:
         return timeutil.now(self.env)
 
     def sanitizer(self) -> Any:
         if self._sanitizer is None:
-            from sessctl.sanitize import Sanitizer
+            with self._lock:
+                if self._sanitizer is None:
+                    from sessctl.sanitize import Sanitizer
 
-            self._sanitizer = Sanitizer.from_config(self.config.sanitize)
+                    self._sanitizer = Sanitizer.from_config(self.config.sanitize)
         return self._sanitizer
 
     def store(self, *, create: bool) -> Any:
         """The open Store; None for read-only use of a database that does not exist yet
         (reads of a missing database see an empty one and create no file)."""
         if self._store is None:
-            from sessctl.store import Store
+            with self._lock:
+                if self._store is None:
+                    from sessctl.store import Store
 
-            store = Store.open(self.config, _LazySanitizer(self), create=create)
-            if store is None:
-                return None
-            self._store = store
+                    store = Store.open(self.config, _LazySanitizer(self), create=create)
+                    if store is None:
+                        return None
+                    self._store = store
         return self._store
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
 
 class _LazySanitizer:

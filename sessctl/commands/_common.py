@@ -13,7 +13,13 @@ F = Callable[..., Any]
 
 
 def get_app(ctx: click.Context) -> Any:
+    """The App: configuration, streams, notices."""
     return ctx.find_root().obj.app()
+
+
+def get_client(ctx: click.Context) -> Any:
+    """The library Client every session command calls (sessctl/api.py)."""
+    return ctx.find_root().obj.client()
 
 
 def format_option(choices: tuple[str, ...]) -> Callable[[F], F]:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from sessctl import complete
-from sessctl.commands._common import build_filter, filter_options, get_app
+from sessctl.commands._common import build_filter, filter_options, get_app, get_client
 
 
 @click.command("archive")
@@ -30,11 +30,11 @@ def cli(ctx: click.Context, session_ids: tuple[str, ...], unarchive: bool, dry_r
       sessctl archive --older-than 30d --user alice --dry-run
       sessctl archive --unarchive user-123
     """
-    from sessctl import service
 
     app = get_app(ctx)
     f = build_filter(app, kw)
-    changed = service.archive(app, session_ids, f, dry_run=dry_run, unarchive=unarchive)
+    client = get_client(ctx)
+    changed = (client.unarchive if unarchive else client.archive)(session_ids, where=f, dry_run=dry_run)
     for sid in changed:
         app.stdout.write(sid + "\n")
     verb = "unarchived" if unarchive else "archived"

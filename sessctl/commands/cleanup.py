@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from sessctl.commands._common import build_filter, filter_options, format_option, get_app, resolve_format
+from sessctl.commands._common import build_filter, filter_options, format_option, get_app, get_client, resolve_format
 
 FORMATS = ("table", "json")
 
@@ -43,9 +43,8 @@ def cli(ctx: click.Context, archive_after: str | None, delete_after: str | None,
 
     app = get_app(ctx)
     f = build_filter(app, kw)
-    pol = retention.policy(app.config.retention, str(app.config.config_path),
-                           archive_after=archive_after, delete_after=delete_after)
-    report = retention.cleanup(app, f, pol, dry_run=dry_run, vacuum=vacuum)
+    report = get_client(ctx).cleanup_report(archive_after=archive_after, delete_after=delete_after,
+                                            dry_run=dry_run, vacuum=vacuum, where=f)
     if resolve_format(fmt, json_flag) == "json":
         from sessctl.render import dumps
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from sessctl import complete
-from sessctl.commands._common import get_app
+from sessctl.commands._common import get_app, get_client
 
 
 @click.command("create")
@@ -52,7 +52,12 @@ def cli(ctx: click.Context, session_id: str | None, system_text: str | None, sys
         options=service.parse_options(options),
         **kw,
     )
-    session, created = service.create(app, req)
+    session, created = get_client(ctx).create_result(req.id, user=req.user, provider=req.provider,
+                                                     model=req.model, system=req.system, title=req.title,
+                                                     metadata=req.metadata, ttl=ttl, options=req.options,
+                                                     max_context_messages=req.max_context_messages,
+                                                     max_context_tokens=req.max_context_tokens,
+                                                     exist_ok=req.exist_ok)
     if not created:
         app.notice(f"session {session.id!r} already exists; left unchanged")
     app.stdout.write(session.id + "\n")

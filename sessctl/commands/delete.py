@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from sessctl import complete
-from sessctl.commands._common import build_filter, filter_options, get_app
+from sessctl.commands._common import build_filter, filter_options, get_app, get_client
 
 
 def _plural(n: int, word: str) -> str:
@@ -43,13 +43,12 @@ def cli(ctx: click.Context, session_ids: tuple[str, ...], all_sessions: bool, ye
       sessctl delete --older-than 180d --status archived --yes --vacuum
       sessctl delete --user mallory --all --yes
     """
-    from sessctl import ops
     from sessctl.errors import UsageError
 
     app = get_app(ctx)
     f = build_filter(app, kw)
     if dry_run:
-        ids = ops.delete_candidates(app, session_ids, f, all_sessions=all_sessions)
+        ids = get_client(ctx).delete(session_ids, all=all_sessions, where=f, dry_run=True)
         for sid in ids:
             app.stdout.write(sid + "\n")
         app.notice(f"would have deleted {_plural(len(ids), 'session')}")
@@ -59,14 +58,15 @@ def cli(ctx: click.Context, session_ids: tuple[str, ...], all_sessions: bool, ye
         if not app.stdin_isatty:
             raise UsageError("refusing a bulk delete without --yes (stdin is not a terminal); "
                              "preview it with --dry-run, then add --yes")
-        confirmed = ops.delete_candidates(app, session_ids, f, all_sessions=all_sessions)
+        confirmed = get_client(ctx).delete(session_ids, all=all_sessions, where=f, dry_run=True)
         if not confirmed:
             app.notice("no session matches; nothing was deleted")
             return
         if not click.confirm(f"Permanently delete {_plural(len(confirmed), 'session')}?", err=True):
             app.notice("nothing was deleted")
             return
-    result = ops.delete(app, session_ids, f, all_sessions=all_sessions, confirmed=confirmed, vacuum=vacuum)
+    result = get_client(ctx).delete_result(session_ids, all=all_sessions, where=f, confirmed=confirmed,
+                                           vacuum=vacuum)
     for sid in result.deleted:
         app.stdout.write(sid + "\n")
     app.notice(f"deleted {_plural(len(result.deleted), 'session')} ({_plural(result.messages, 'message')})")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from sessctl import complete
-from sessctl.commands._common import build_filter, filter_options, format_option, get_app, resolve_format
+from sessctl.commands._common import build_filter, filter_options, format_option, get_app, get_client, resolve_format
 
 FORMATS = ("json", "jsonl", "markdown")
 
@@ -37,10 +37,11 @@ def cli(ctx: click.Context, session_ids: tuple[str, ...], all_sessions: bool, fm
     app = get_app(ctx)
     fmt = resolve_format(fmt, json_flag)
     f = build_filter(app, kw)
+    client = get_client(ctx)
     if fmt == "markdown":
-        sessions = service.export(app, session_ids, f, all_sessions=all_sessions)
+        sessions = client.export(session_ids, all=all_sessions, where=f)
     else:
-        blocks = service.export_json(app, session_ids, f, all_sessions=all_sessions)
+        blocks = client.export_json(session_ids, all=all_sessions, where=f)
     # A bar only when the export does not go to the same terminal it would draw on.
     bar = (output is not None or not app.stdout_isatty) and ops.wants_progress(app, ops.PROGRESS_MIN_ITEMS)
     with contextlib.ExitStack() as stack:
@@ -51,8 +52,8 @@ def cli(ctx: click.Context, session_ids: tuple[str, ...], all_sessions: bool, fm
         step = stack.enter_context(ops.progress(app, ops.count(app, f) if bar else 0, "exporting"))
         with render.ExportWriter(out, fmt) as writer:
             if fmt == "markdown":
-                for session, messages in sessions:
-                    writer.write(session, messages)
+                for session in sessions:
+                    writer.write(session, session.messages)
                     step(1)
             else:
                 for block, n in blocks:

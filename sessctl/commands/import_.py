@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from sessctl.commands._common import get_app
+from sessctl.commands._common import get_app, get_client
 
 # Literal rather than imported from sessctl.importer: every TAB loads this module.
 ON_CONFLICT = ("fail", "skip", "replace")
@@ -38,7 +38,6 @@ def cli(ctx: click.Context, file: str, on_conflict: str, dry_run: bool) -> None:
       sessctl import --on-conflict skip nightly.jsonl
       sessctl import --dry-run suspicious.jsonl
     """
-    from sessctl import importer
     from sessctl.errors import UsageError
 
     app = get_app(ctx)
@@ -55,7 +54,8 @@ def cli(ctx: click.Context, file: str, on_conflict: str, dry_run: bool) -> None:
         st = os.fstat(stream.fileno())
         source, size = file, st.st_size if st.st_size > 0 else None
     try:
-        result = importer.import_sessions(app, stream, source, on_conflict=on_conflict, dry_run=dry_run, size=size)
+        result = get_client(ctx).import_sessions(stream, on_conflict=on_conflict, dry_run=dry_run, name=source,
+                                                 size=size)
     finally:
         if file != "-":
             stream.close()

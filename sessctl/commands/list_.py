@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from sessctl.commands._common import build_filter, filter_options, format_option, get_app, resolve_format
+from sessctl.commands._common import build_filter, filter_options, format_option, get_app, get_client, resolve_format
 
 FORMATS = ("table", "json", "jsonl", "csv", "ids")
 
@@ -26,10 +26,10 @@ def cli(ctx: click.Context, limit: int, fmt: str, json_flag: bool, **kw: Any) ->
       sessctl list --user alice --status all -n 0 --format csv
       sessctl list --meta plan=pro --format ids | xargs -n1 sessctl show
     """
-    from sessctl import render, service
+    from sessctl import render
 
     app = get_app(ctx)
     fmt = resolve_format(fmt, json_flag)
     f = build_filter(app, kw)
-    sessions = service.list_sessions(app, f, limit=limit, decrypt=fmt != "ids")
+    sessions = get_client(ctx).iter_sessions(f, limit=limit, decrypt=fmt != "ids")
     render.write_sessions(app.stdout, sessions, fmt, show_status=f.status != "active")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from sessctl import complete
-from sessctl.commands._common import format_option, get_app, resolve_format
+from sessctl.commands._common import format_option, get_app, get_client, resolve_format
 
 
 @click.command("meta")
@@ -30,13 +30,13 @@ def cli(ctx: click.Context, session_id: str, pairs: tuple[str, ...], unset: tupl
       sessctl meta user-123 --unset region
       sessctl meta user-123 --json | jq -r .plan
     """
-    from sessctl import ops, render, service
+    from sessctl import render, service
 
     app = get_app(ctx)
     if pairs or unset:
-        ops.set_metadata(app, session_id, service.parse_pairs(pairs, "KEY=VALUE"), unset)
+        get_client(ctx).update(session_id, metadata=service.parse_pairs(pairs, "KEY=VALUE"), unset=unset)
         return
-    metadata = ops.get_metadata(app, session_id)
+    metadata = get_client(ctx).get(session_id, last=0).metadata
     if resolve_format(fmt, json_flag) == "json":
         render.write_json(app.stdout, dict(sorted(metadata.items())))
     else:

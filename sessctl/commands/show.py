@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from sessctl import complete
-from sessctl.commands._common import format_option, get_app, resolve_format
+from sessctl.commands._common import format_option, get_app, get_client, resolve_format
 
 FORMATS = ("text", "markdown", "json")
 
@@ -24,8 +24,8 @@ def cli(ctx: click.Context, session_id: str, last: int | None, fmt: str, json_fl
       sessctl show user-123 --last 4 --format markdown
       sessctl show user-123 --json | jq '.messages[-1].content'
     """
-    from sessctl import render, service
+    from sessctl import render
 
     app = get_app(ctx)
-    session, messages = service.show(app, session_id, last=last)
-    render.write_show(app.stdout, session, messages, resolve_format(fmt, json_flag), color=app.color)
+    session = get_client(ctx).get(session_id, last=last)
+    render.write_show(app.stdout, session, session.messages, resolve_format(fmt, json_flag), color=app.color)

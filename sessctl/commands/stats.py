@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from sessctl.commands._common import build_filter, filter_options, format_option, get_app, resolve_format
+from sessctl.commands._common import build_filter, filter_options, format_option, get_app, get_client, resolve_format
 
 FORMATS = ("table", "json")
 
@@ -28,11 +28,10 @@ def cli(ctx: click.Context, by: str | None, fmt: str, json_flag: bool, **kw: Any
       sessctl stats --by model --since 7d
       sessctl stats --user alice --json | jq .tokens
     """
-    from sessctl import render, service
+    from sessctl import render
 
     app = get_app(ctx)
     since, before = kw["since"], kw["before"]
     f = build_filter(app, kw, time_window=False)
-    window = service.time_window(app, since, before)
-    groups = service.stats(app, f, since=window[0], before=window[1], by=by)
+    groups = get_client(ctx).stats_groups(by=by, since=since, before=before, where=f)
     render.write_stats(app.stdout, groups, resolve_format(fmt, json_flag), by)

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from sessctl import complete
-from sessctl.commands._common import build_filter, filter_options, get_app
+from sessctl.commands._common import build_filter, filter_options, get_app, get_client
 
 
 @click.command("unarchive")
@@ -26,11 +26,10 @@ def cli(ctx: click.Context, session_ids: tuple[str, ...], dry_run: bool, **kw: A
       sessctl unarchive user-123
       sessctl unarchive --user alice --since 2026-11-01 --dry-run
     """
-    from sessctl import service
 
     app = get_app(ctx)
     f = build_filter(app, kw)
-    changed = service.archive(app, session_ids, f, dry_run=dry_run, unarchive=True)
+    changed = get_client(ctx).unarchive(session_ids, where=f, dry_run=dry_run)
     for sid in changed:
         app.stdout.write(sid + "\n")
     app.notice(f"{'would have ' if dry_run else ''}unarchived {len(changed)} session{'s' if len(changed) != 1 else ''}")

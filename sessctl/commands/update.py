@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from sessctl import complete
-from sessctl.commands._common import get_app
+from sessctl.commands._common import get_client
 
 
 @click.command("update")
@@ -31,10 +31,8 @@ def cli(ctx: click.Context, session_id: str, title: str | None, user: str | None
       sessctl update user-123 --ttl 30d
       sessctl update user-123 --no-ttl --title ''
     """
-    from sessctl import ops
     from sessctl.errors import UsageError
 
-    app = get_app(ctx)
     if ttl is not None and no_ttl:
         raise UsageError("give --ttl or --no-ttl, not both")
     changes: dict[str, Any] = {}
@@ -43,9 +41,9 @@ def cli(ctx: click.Context, session_id: str, title: str | None, user: str | None
     if user is not None:
         changes["user"] = user
     if ttl is not None:
-        changes["ttl"] = ops.parse_ttl(ttl)
+        changes["ttl"] = ttl
     if no_ttl:
         changes["ttl"] = None
     if not changes:
         raise UsageError("nothing to change: give --title, --user, --ttl or --no-ttl")
-    ops.update(app, session_id, **changes)
+    get_client(ctx).update(session_id, **changes)
