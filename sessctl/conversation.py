@@ -259,7 +259,7 @@ def _interrupted(plan: _Plan, signum: int = signal.SIGINT) -> Interrupted:
 
 
 async def _turn(app: App, plan: _Plan, get_http: Callable[[], Any], semaphore: asyncio.Semaphore,
-                on_text: Callable[[str], None] | None, run_db: RunDb, stopped_by: list[int]) -> None:
+                on_text: Callable[[str], None] | None, save_db: RunDb, stopped_by: list[int]) -> None:
     """One session's turn: call the provider, then store the turn, whatever happened.
 
     Cancellation (Ctrl-C in the CLI, a task cancelled or a deadline in a program) while
@@ -279,12 +279,12 @@ async def _turn(app: App, plan: _Plan, get_http: Callable[[], Any], semaphore: a
             reply = await plan.provider.chat(plan.request, http, collect)
     except SessctlError as exc:
         error = exc  # the except clause unbinds `exc`; the storage step runs after it
-        await run_db(lambda: _save(app, plan, None, error))
+        await save_db(lambda: _save(app, plan, None, error))
         return
     except asyncio.CancelledError:
         _save(app, plan, None, _interrupted(plan, *stopped_by[:1]))
         raise
-    await run_db(lambda: _save(app, plan, reply, None))
+    await save_db(lambda: _save(app, plan, reply, None))
 
 
 def _save(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlError | None) -> None:
@@ -292,7 +292,7 @@ def _save(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlError | 
 
 
 async def send_turns(app: App, session_ids: Sequence[str], opts: SendOptions, *, get_http: Callable[[], Any],
-                     semaphore: asyncio.Semaphore, run_db: RunDb,
+                     semaphore: asyncio.Semaphore, run_db: RunDb, save_db: RunDb | None = None,
                      on_text: Callable[[str], None] | None = None,
                      stopped_by: list[int] | None = None) -> list[TurnResult]:
     """Send opts.text to each session concurrently (at most `semaphore` calls at once,
@@ -300,7 +300,8 @@ async def send_turns(app: App, session_ids: Sequence[str], opts: SendOptions, *,
     order the sessions were given.
 
     `run_db(fn)` runs a storage step off the event loop (the async client's database
-    thread). `on_text` receives reply text as it streams (a single session only). When
+    thread); `save_db(fn)` (default: run_db) the step that stores a finished turn, which
+    the async client commits together with other turns finishing at the same moment. `on_text` receives reply text as it streams (a single session only). When
     this coroutine is cancelled, every session still in flight (or waiting its turn)
     gets its turn stored as interrupted; then, if a signal caused it (`stopped_by`
     names it), the results are returned, each cut-short session carrying an
@@ -309,7 +310,8 @@ async def send_turns(app: App, session_ids: Sequence[str], opts: SendOptions, *,
     items = await run_db(lambda: _mark_active(app, plan_all(app, session_ids, opts), opts))
     plans = [p for p in items if isinstance(p, _Plan)]
     stream_cb = on_text if (opts.stream and len(plans) == 1) else None
-    tasks = [asyncio.ensure_future(_turn(app, p, get_http, semaphore, stream_cb, run_db, stopped)) for p in plans]
+    saver = save_db or run_db
+    tasks = [asyncio.ensure_future(_turn(app, p, get_http, semaphore, stream_cb, saver, stopped)) for p in plans]
     try:
         # return_exceptions: a cancelled call is a stored, reported result, not a crash.
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)

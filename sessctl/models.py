@@ -31,7 +31,11 @@ def check_session_id(value: str) -> str:
 @dataclass
 class Message:
     """One stored message. `status`: "ok"; "unanswered" (a user message whose call
-    failed); "incomplete" (a reply cut off). Only "ok" messages are sent as context."""
+    failed); "incomplete" (a reply cut off). Only "ok" messages are sent as context.
+
+    >>> [(m.role, m.status) for m in store.messages("user-123")]   # doctest: +SKIP
+    [('user', 'ok'), ('assistant', 'ok')]
+    """
 
     seq: int
     role: str  # "user" | "assistant"
@@ -72,7 +76,12 @@ class Message:
 @dataclass
 class Session:
     """One conversation: its header, and its messages when they were asked for
-    (`Client.get`, `export`); sessions from `list` carry `messages=None`."""
+    (`Client.get`, `export`); sessions from `list` carry `messages=None`.
+
+    >>> s = store.get("user-123")                                  # doctest: +SKIP
+    >>> (s.user, s.model, s.message_count, len(s.messages))
+    ('alice', 'gpt-4o-mini', 2, 2)
+    """
 
     pk: int = field(repr=False)
     id: str
@@ -151,7 +160,11 @@ class Reply:
     redactions: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The object `send --format json` prints for this session."""
+        """The object `send --format json` prints for this session.
+
+        >>> store.send("user-123", "hi").to_dict()["reply"]          # doctest: +SKIP
+        'Hello!'
+        """
         d: dict[str, Any] = {
             "session": self.session, "reply": self.content, "model": self.model, "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out, "latency_ms": self.latency_ms,
@@ -181,7 +194,12 @@ class NewSession:
 
 @dataclass
 class SessionFilter:
-    """Selects sessions; every field narrows. Times compare with last activity."""
+    """Selects sessions; every field narrows. Times compare with last activity.
+    Build one with `Client.filter(...)` and pass it as `where=`.
+
+    >>> store.list(where=store.filter(user="alice", status="all"), limit=None)   # doctest: +SKIP
+    [Session(id='user-123', ...)]
+    """
 
     ids: tuple[str, ...] = ()
     user: str | None = None

@@ -118,26 +118,29 @@ class Store:
 
     # --- transactions -------------------------------------------------------------------
 
-    def write(self, fn: Callable[[Any], T], *, rotating: bool = False) -> T:
+    def write(self, fn: Callable[[Any], T], *, keyring_change: bool = False, durable: bool = True) -> T:
         """Run fn(conn) in one write transaction, retried as a whole on transient
         trouble, so fn must have no effects outside the database. A write inside a
         write joins the outer transaction (bulk loaders batch many appends into one).
 
-        `rotating` (key rotation only): wait for every writer in flight and keep new
-        ones out until this transaction ends, so no value is sealed under a data key
-        that the rotation is replacing."""
+        `durable=False`: see Engine.write (no fsync of its own; for marks only).
+
+        `keyring_change` (making the key, rotating it): wait for every writer in flight
+        and keep new ones out until this transaction ends, so no value is sealed under
+        a data key being replaced, and what the keyring change reads is not changing
+        under it."""
         if self.db.in_write:
             return fn(self.conn)
 
         def tx(conn: Any) -> T:
-            if rotating:
+            if keyring_change:
                 self.db.lock_keyring_exclusive(conn)
             else:
                 self.db.lock_keyring_shared(conn)
             self._check_data_key()
             return fn(conn)
 
-        return self.db.write(tx)
+        return self.db.write(tx, durable=durable)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -231,7 +234,7 @@ class Store:
                     ),
                 )
 
-            self.write(make)
+            self.write(make, keyring_change=True)
             ring = self.keyring()
             assert ring is not None
         kek = self._kek_for(ring)

@@ -159,7 +159,8 @@ def touch(store: Store, ids: Sequence[str], now: int) -> list[str]:
                 missing.append(sid)
         return missing
 
-    return store.write(tx)
+    # Not durable on its own: if a crash loses this mark, it loses the send with it.
+    return store.write(tx, durable=False)
 
 
 def set_expiry(conn: Any, session_id: str, expires_at: int | None) -> None:

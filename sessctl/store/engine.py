@@ -119,10 +119,15 @@ class Engine(ABC):
 
     # --- transactions ---------------------------------------------------------------------
 
-    def write(self, fn: Callable[[Any], T]) -> T:
+    def write(self, fn: Callable[[Any], T], *, durable: bool = True) -> T:
         """Run fn(conn) in one write transaction; the whole of fn is retried when the
         engine says the failure is transient, so fn must have no effects outside the
-        database. A write inside a write joins the outer transaction."""
+        database. A write inside a write joins the outer transaction.
+
+        durable=False: the commit need not reach the disk before returning (no fsync);
+        it is ordered before every later commit, so it becomes durable with the next
+        durable one and a crash can only lose it together with everything after it.
+        Only for marks whose loss harms nothing (a send's "active now" mark)."""
         conn = self.conn
         if self._local.depth:
             return fn(conn)
@@ -130,11 +135,11 @@ class Engine(ABC):
         started = time.monotonic()
         while True:
             try:
-                self._begin_write(conn)
+                self._begin_write(conn, durable)
                 self._local.depth += 1
                 try:
                     result = fn(conn)
-                    self._commit(conn)
+                    self._commit(conn, durable)
                     return result
                 except BaseException:
                     self._rollback(conn)
@@ -175,9 +180,9 @@ class Engine(ABC):
     def in_transaction(self, conn: Any) -> bool: ...
 
     @abstractmethod
-    def _begin_write(self, conn: Any) -> None: ...
+    def _begin_write(self, conn: Any, durable: bool = True) -> None: ...
 
-    def _commit(self, conn: Any) -> None:
+    def _commit(self, conn: Any, durable: bool = True) -> None:
         conn.execute("COMMIT")
 
     def _rollback(self, conn: Any) -> None:

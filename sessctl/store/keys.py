@@ -97,7 +97,7 @@ def rewrap(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int) -> Non
         _still_current(store, conn, unlocked)
         _set_keyring(conn, new_kek, unlocked.ring["db_id"], unlocked.dek, now, new_dek=False)
 
-    store.write(tx, rotating=True)
+    store.write(tx, keyring_change=True)
     store.forget_key()
     checkpoint(store)
 
@@ -196,7 +196,7 @@ def reencrypt(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int,
         _set_keyring(conn, new_kek, db_id, new_dek, now, new_dek=True)
         return done
 
-    n = store.write(tx, rotating=True)
+    n = store.write(tx, keyring_change=True)
     store.forget_key()
     checkpoint(store)
     return n

@@ -180,8 +180,10 @@ class PostgresEngine(Engine):
     def in_transaction(self, conn: PgConn) -> bool:
         return conn.raw.info.transaction_status != self.psycopg.pq.TransactionStatus.IDLE
 
-    def _begin_write(self, conn: PgConn) -> None:
+    def _begin_write(self, conn: PgConn, durable: bool = True) -> None:
         conn.execute("BEGIN")
+        if not durable:
+            conn.execute("SET LOCAL synchronous_commit = off")
 
     def _begin_read(self, conn: PgConn) -> None:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")

@@ -145,8 +145,23 @@ class SQLiteEngine(Engine):
     def in_transaction(self, conn: sqlite3.Connection) -> bool:
         return conn.in_transaction
 
-    def _begin_write(self, conn: sqlite3.Connection) -> None:
+    def _begin_write(self, conn: sqlite3.Connection, durable: bool = True) -> None:
+        if not durable:
+            # In WAL mode NORMAL skips the fsync at commit; the frames still precede
+            # every later commit's, which (FULL) fsyncs them too.
+            conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self, conn: sqlite3.Connection, durable: bool = True) -> None:
+        try:
+            conn.execute("COMMIT")
+        finally:
+            if not durable:
+                conn.execute("PRAGMA synchronous = FULL")
+
+    def _rollback(self, conn: Any) -> None:
+        super()._rollback(conn)
+        conn.execute("PRAGMA synchronous = FULL")
 
     def _begin_read(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN")
