@@ -642,8 +642,8 @@ class AsyncClient:
     """
 
     def __init__(self, app: App, *, concurrency: int = 8, owns_app: bool = True) -> None:
-        if concurrency < 1:
-            raise UsageError("concurrency must be at least 1")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1024:
+            raise UsageError(f"concurrency must be a whole number from 1 to 1024, not {concurrency!r}")
         self._app = app
         self._owns_app = owns_app
         self.concurrency = concurrency

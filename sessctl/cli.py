@@ -140,6 +140,11 @@ def run(group: click.Group, argv: list[str], prog_name: str, debug: bool, **extr
         return rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # `sessctl` (or a group) with no command: the usage a person needs, on stderr
+        # (stdout may be a pipe a script reads), and the usage error's status.
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         hint = ""
         ctx = getattr(exc, "ctx", None)

@@ -287,6 +287,12 @@ def load(
         raise UsageError(f"config file {cpath} does not exist")
 
     where = str(cpath)
+    for key in ("providers", "storage", "sanitize", "retention", "templates"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise UsageError(f"{where}: {key} must be a table ([{key}] or [{key}.NAME]), not {_toml_kind(raw[key])}")
+    for key in ("default_provider", "db", "key_file"):
+        if key in raw and not isinstance(raw[key], str):
+            raise UsageError(f"{where}: {key} must be a string, not {_toml_kind(raw[key])}")
     providers_raw: dict[str, dict[str, Any]] = {k: dict(v) for k, v in BUILTIN_PROVIDERS.items()}
     for name, table in (raw.get("providers") or {}).items():
         if not isinstance(table, dict):
@@ -324,7 +330,14 @@ def load(
     else:
         kpath = cpath.parent / "key"
 
-    busy_ms = int(float(storage.get("busy_timeout", 10)) * 1000)
+    busy = storage.get("busy_timeout", 10)
+    if isinstance(busy, bool) or not isinstance(busy, (int, float)) or not 0 <= busy <= 86400:
+        raise UsageError(f"{where}: [storage] busy_timeout must be a number of seconds from 0 to 86400, "
+                         f"not {_toml_kind(busy)}")
+    unknown = sorted(set(storage) - {"busy_timeout", "url"})
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)} in [storage] (known: busy_timeout, url)")
+    busy_ms = int(busy * 1000)
 
     return Config(
         config_path=cpath,
@@ -338,6 +351,16 @@ def load(
         busy_timeout_ms=busy_ms,
         env=env,
     )
+
+
+def _toml_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else "a string"
+    return {dict: "a table", list: "an array"}.get(type(value), type(value).__name__)
 
 
 def pick_default_provider(cfg: Config) -> tuple[str, str | None]:

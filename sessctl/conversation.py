@@ -41,6 +41,9 @@ from sessctl.providers.base import (
     scrub,
 )
 from sessctl.service import App, new_session_spec
+from sessctl.text import clean as clean_text
+from sessctl.text import clean_json
+from sessctl.text import plain as plain_text
 from sessctl.store import NewMessage
 
 
@@ -147,11 +150,14 @@ def _plan(app: App, session_id: str, opts: SendOptions, *, calling: bool) -> _Pl
     own_model = session.model if session and session.provider == provider_name else None
     if spec is not None:
         own_model = spec.model
-    model = opts.model or own_model or pcfg.model
+    model = plain_text(opts.model) or own_model or pcfg.model
     if not model:
         raise UsageError(f"no model for provider {provider_name!r}: set model in its config or pass --model")
     sanitizer = app.sanitizer()
-    text = sanitizer.sanitize(opts.text)[0] if sanitizer.outbound else opts.text
+    # What the provider gets is valid Unicode (text.py); the store counts the replaced
+    # characters when it stores the raw text.
+    text = clean_text(opts.text)[0]
+    text = sanitizer.sanitize(text)[0] if sanitizer.outbound else text
     history = store.messages(session, only_ok=True) if session else []
     system = session.system if session else None
     messages = build_context(
@@ -161,7 +167,8 @@ def _plan(app: App, session_id: str, opts: SendOptions, *, calling: bool) -> _Pl
         max_messages=(session.max_context_messages if session else None) or pcfg.max_context_messages,
         max_tokens=(session.max_context_tokens if session else None) or pcfg.max_context_tokens,
     )
-    options = {**(session.options if session else {}), **opts.options}
+    options = clean_json({**(session.options if session else {}), **opts.options})
+    assert isinstance(options, dict)
     request = ChatRequest(model=model, messages=messages, system=system, options=options, stream=opts.stream)
     provider = make_provider(pcfg, app.env)
     if calling:

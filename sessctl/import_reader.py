@@ -94,6 +94,8 @@ class Reader:
                 obj = json.loads(self._decode(raw, where))
             except json.JSONDecodeError as exc:
                 raise Invalid(f"{where}: invalid JSON: {exc.msg} (column {exc.colno}); nothing was imported") from None
+            except (RecursionError, ValueError) as exc:
+                raise Invalid(f"{where}: {_unreadable(exc)}; nothing was imported") from None
             yield where, obj
 
     def _array(self, first: bytes, lineno: int) -> Iterator[tuple[str, Any]]:
@@ -159,9 +161,19 @@ class Reader:
                         line = line_base + buf.count("\n", 0, exc.pos)
                         raise Invalid(f"{where()}: invalid JSON at line {line}: {exc.msg}; nothing was imported") from None
                     buf = more(buf)
+                except (RecursionError, ValueError) as exc:
+                    raise Invalid(f"{where()}: {_unreadable(exc)}; nothing was imported") from None
             here = where()
             # Drop what was consumed so memory holds one element at a time.
             line_base += buf.count("\n", 0, end)
             buf, pos = buf[end:], 0
             yield here, obj
             index += 1
+
+
+def _unreadable(exc: BaseException) -> str:
+    """Valid JSON that no session object can be: nested past Python's recursion limit,
+    or a number with thousands of digits (which Python refuses to convert)."""
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply to be a session object"
+    return f"unreadable JSON value ({' '.join(str(exc).split())[:80]})"

@@ -29,6 +29,7 @@ REPLY_MESSAGE_FIELDS = USER_MESSAGE_FIELDS | {
     "model", "tokens_in", "tokens_out", "latency_ms", "provider", "tokens_estimated", "first_token_ms",
 }
 MESSAGE_STATUSES = ("ok", "incomplete", "unanswered")
+MAX_INT = 2**53  # counts and tokens: exact in every JSON reader (jq's doubles), far below int64
 
 
 # --- validating -----------------------------------------------------------------------
@@ -53,8 +54,9 @@ class _Check:
         value = obj.get(key)
         if value is None and nullable:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(path, f"expected a whole number >= {minimum}{' or null' if nullable else ''}, got {_kind(value)}")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_INT:
+            raise self.fail(path, f"expected a whole number from {minimum} to {MAX_INT}"
+                                  f"{' or null' if nullable else ''}, got {_kind(value)}")
         return value
 
     def time(self, obj: dict[str, Any], key: str, path: str, *, nullable: bool = True) -> int | None:
@@ -90,6 +92,8 @@ def _kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
+    if isinstance(value, int) and abs(value) > 10**18:
+        return "a very large number"
     if isinstance(value, (int, float)):
         return f"the number {value}"
     if isinstance(value, str):

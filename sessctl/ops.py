@@ -161,7 +161,8 @@ def update(
             meta_set=meta_set or None, meta_unset=meta_unset,
         )
         if not isinstance(ttl, _Unset):
-            bulk.set_expiry(store.conn, session_id, None if ttl is None else now + ttl)
+            bulk.set_expiry(store.conn, session_id,
+                            None if ttl is None else timeutil.in_range(now + ttl, what="the expiry (now + --ttl)"))
         return session
 
     store.write(tx)

@@ -109,10 +109,10 @@ def _phases(pol: Policy, now: int) -> list[tuple[Phase, str, list[Any]]]:
          "expires_at IS NOT NULL AND expires_at <= ?", [now]),
         (Phase("deleted", "delete", f"idle {d.text} (delete_after)" if d.seconds else "off (no delete_after)",
                enabled=d.seconds is not None),
-         "updated_at < ?", [now - (d.seconds or 0)]),
+         "updated_at < ?", [timeutil.ago(now, d.seconds or 0)]),
         (Phase("archived", "archive", f"idle {a.text} (archive_after)" if a.seconds else "off (no archive_after)",
                enabled=a.seconds is not None),
-         "status = 'active' AND updated_at < ?", [now - (a.seconds or 0)]),
+         "status = 'active' AND updated_at < ?", [timeutil.ago(now, a.seconds or 0)]),
     ]
 
 

@@ -178,15 +178,14 @@ def create(app: App, req: CreateRequest) -> tuple[Session, bool]:
     session_id = check_session_id(req.id) if req.id is not None else new_session_id()
     for name, value in (("--max-context-messages", req.max_context_messages),
                         ("--max-context-tokens", req.max_context_tokens)):
-        if value is not None and value < 1:
-            raise UsageError(f"{name} must be at least 1")
+        check_count(value, name, 1)
     spec, notice = new_session_spec(app, session_id, user=req.user, provider=req.provider, model=req.model)
     spec.title, spec.system, spec.metadata = req.title, req.system, dict(req.metadata)
     spec.options = dict(req.options)
     spec.max_context_messages, spec.max_context_tokens = req.max_context_messages, req.max_context_tokens
     now = app.now()
     if req.ttl is not None:
-        spec.expires_at = now + req.ttl
+        spec.expires_at = timeutil.in_range(now + req.ttl, what="the expiry (now + --ttl)")
     session, created = app.store(create=True).create_session(spec, now, exist_ok=req.exist_ok)
     if created and notice:
         app.notice(notice)
@@ -196,7 +195,18 @@ def create(app: App, req: CreateRequest) -> tuple[Session, bool]:
 # --- read ---------------------------------------------------------------------------
 
 
+MAX_COUNT = 2**31 - 1  # limits and counts: past this only a mistake, and past int64 a crash
+
+
+def check_count(value: int | None, what: str, minimum: int = 0) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not minimum <= value <= MAX_COUNT):
+        raise UsageError(f"{what} must be a whole number from {minimum} to {MAX_COUNT}, not {value!r}")
+    return value
+
+
 def list_sessions(app: App, f: SessionFilter, *, limit: int | None, decrypt: bool = True) -> Iterator[Session]:
+    check_count(limit, "limit")
     store = app.store(create=False)
     if store is None:
         return iter(())
@@ -208,8 +218,7 @@ def show(app: App, session_id: str, *, last: int | None = None) -> tuple[Session
     store = app.store(create=False)
     if store is None:
         raise NotFoundError(f"session {session_id!r} not found (the database {app.config.database} does not exist yet)")
-    if last is not None and last < 0:
-        raise UsageError("--last must be 0 or more")
+    check_count(last, "--last")
     with store.reading():  # the header's counters and the transcript from one snapshot
         session = store.get_session(session_id)
         return session, store.messages(session, last=last)
@@ -368,7 +377,7 @@ def make_filter(
     now = app.now()
     bounds = []
     if older_than is not None:
-        bounds.append(now - timeutil.parse_duration(older_than, what="--older-than"))
+        bounds.append(timeutil.ago(now, timeutil.parse_duration(older_than, what="--older-than")))
     if before is not None:
         bounds.append(timeutil.parse_point(before, now, what="--before"))
     return SessionFilter(

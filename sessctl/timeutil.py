@@ -17,6 +17,10 @@ from collections.abc import Mapping
 from sessctl.errors import UsageError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Every stored time lies in years 1..9999, so it can be shown (ISO-8601) and imported back.
+MIN_TIME = -62135596800  # 0001-01-01T00:00:00Z
+MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
+MAX_DURATION = MAX_TIME - MIN_TIME
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 
 
@@ -25,7 +29,7 @@ def now(env: Mapping[str, str] | None = None) -> int:
     fake = (env or {}).get("SESSCTL_NOW")
     if fake:
         try:
-            return int(fake)
+            return in_range(int(fake), what="SESSCTL_NOW")
         except ValueError:
             return parse_iso(fake, what="SESSCTL_NOW")
     return int(time.time())
@@ -44,7 +48,21 @@ def parse_duration(text: str, *, what: str = "duration") -> int:
         raise UsageError(
             f"invalid {what} {text!r}: use a number and a unit s, m, h, d or w (e.g. 90s, 12h, 30d, 2w)"
         )
+    if total > MAX_DURATION:
+        raise UsageError(f"invalid {what} {text!r}: longer than any time sessctl can store (10,000 years)")
     return total
+
+
+def in_range(ts: int, *, what: str) -> int:
+    """ts, or UsageError when it falls outside years 1..9999."""
+    if not MIN_TIME <= ts <= MAX_TIME:
+        raise UsageError(f"{what} falls outside the years 1 to 9999")
+    return ts
+
+
+def ago(current: int, seconds: int) -> int:
+    """current − seconds, held to year 1 (a filter reaching further back means "none")."""
+    return max(MIN_TIME, current - seconds)
 
 
 def parse_iso(text: str, *, what: str = "time") -> int:
@@ -62,14 +80,17 @@ def parse_iso(text: str, *, what: str = "time") -> int:
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp())
+    try:
+        return in_range(int(dt.timestamp()), what=f"{what} {text!r}")
+    except (OverflowError, OSError, ValueError):  # an offset pushing year 1 or 9999 over the edge
+        raise UsageError(f"{what} {text!r} falls outside the years 1 to 9999") from None
 
 
 def parse_point(text: str, current: int, *, what: str) -> int:
     """A point in time given either as an ISO date/time or as a duration ago (`7d`)."""
     s = text.strip()
     if s and s[0].isdigit() and s[-1:].lower() in _UNITS and "-" not in s and ":" not in s:
-        return current - parse_duration(s, what=what)
+        return ago(current, parse_duration(s, what=what))
     return parse_iso(s, what=what)
 
 

@@ -11,6 +11,14 @@ from sessctl import complete
 
 F = Callable[..., Any]
 
+# Every whole-number option is bounded: past these a value can only be a mistake, and
+# an unbounded one reaches SQLite or PostgreSQL as an integer they cannot hold.
+MAX_COUNT = 2**31 - 1
+
+
+def count_type(minimum: int = 0, maximum: int = MAX_COUNT) -> click.IntRange:
+    return click.IntRange(min=minimum, max=maximum)
+
 
 def get_app(ctx: click.Context) -> Any:
     """The App: configuration, streams, notices."""
@@ -87,3 +95,29 @@ def build_filter(app: Any, kw: dict[str, Any], *, time_window: bool = True) -> A
         before=kw.pop("before") if time_window else None,
         meta=kw.pop("meta"),
     )
+
+
+def read_stdin(app: Any) -> str:
+    """All of stdin as text; bytes that are not UTF-8 are kept (as lone surrogates) for
+    the store to replace with U+FFFD and count (sessctl/text.py)."""
+    from sessctl.text import decode
+
+    stream = app.stdin
+    raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    return decode(raw) if isinstance(raw, bytes) else raw
+
+
+def message_text(app: Any, message: str | None) -> str:
+    """The message `send` (and friends) sends: MESSAGE, or stdin for '-' or none, or
+    both when MESSAGE is given and stdin is piped (MESSAGE, a blank line, the piped
+    text), so `git diff | sessctl send -s review "Review this diff"` sends the diff."""
+    from sessctl.errors import UsageError
+
+    if message is None or message == "-":
+        if app.stdin_isatty:
+            raise UsageError("no message: give MESSAGE or pipe it on stdin")
+        return read_stdin(app)
+    if app.stdin_isatty or app.stdin is None:
+        return message
+    piped = read_stdin(app)
+    return f"{message}\n\n{piped}" if piped.strip() else message

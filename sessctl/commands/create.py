@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from sessctl import complete
-from sessctl.commands._common import get_app, get_client
+from sessctl.commands._common import count_type, get_app, get_client
 
 
 @click.command("create")
@@ -24,8 +24,8 @@ from sessctl.commands._common import get_app, get_client
 @click.option("--ttl", metavar="DURATION", help="Expire after this long (e.g. 7d); `cleanup` removes it then.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Provider option for every turn, e.g. -o temperature=0.2 (repeatable).")
-@click.option("--max-context-messages", type=int, metavar="N", help="Send at most N messages of history.")
-@click.option("--max-context-tokens", type=int, metavar="N", help="Send at most about N tokens of history.")
+@click.option("--max-context-messages", type=count_type(1), metavar="N", help="Send at most N messages of history.")
+@click.option("--max-context-tokens", type=count_type(1), metavar="N", help="Send at most about N tokens of history.")
 @click.option("--exist-ok", is_flag=True, help="Succeed (exit 0) when the session already exists.")
 @click.pass_context
 def cli(ctx: click.Context, session_id: str | None, system_text: str | None, system_file: Any,

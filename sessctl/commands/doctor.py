@@ -7,13 +7,13 @@ from typing import Any
 
 import click
 
-from sessctl.commands._common import format_option, get_app, resolve_format
+from sessctl.commands._common import count_type, format_option, get_app, resolve_format
 
 
 @click.command("doctor")
 @click.option("--quick", is_flag=True,
               help="Faster: SQLite quick_check and a random sample of values instead of every value.")
-@click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
+@click.option("--sample", type=count_type(1), default=1000, show_default=True, metavar="N",
               help="With --quick, how many sessions and how many messages to decrypt.")
 @format_option(("table", "json"))
 @click.pass_context

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from sessctl import complete
-from sessctl.commands._common import format_option, get_app, resolve_format
+from sessctl.commands._common import count_type, format_option, get_app, message_text, resolve_format
 
 FORMATS = ("text", "json")
 
@@ -25,7 +25,7 @@ FORMATS = ("text", "json")
               help="Print the reply as it arrives. Default: on when stdout is a terminal.")
 @click.option("--no-create", is_flag=True, help="Exit 3 instead of creating a missing session.")
 @click.option("--unarchive", is_flag=True, help="Send to an archived session, making it active again.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--concurrency", type=count_type(1, 1024), default=8, show_default=True,
               help="With several sessions, how many calls run at once.")
 @click.option("--dry-run", is_flag=True, help="Print the request body that would be sent, as JSON; call nothing.")
 @format_option(FORMATS)
@@ -35,7 +35,10 @@ def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], opti
     """Send MESSAGE to a session and print the reply.
 
     The session's history goes with it; both sides are sanitized and stored. MESSAGE
-    '-' or omitted reads stdin (when it is not a terminal). A missing session is created
+    '-' or omitted reads the message from stdin. MESSAGE and piped stdin together send
+    both: MESSAGE, a blank line, then the piped text; a terminal or empty stdin adds
+    nothing. Bytes that are not UTF-8 are stored as U+FFFD and counted as redactions
+    (invalid_unicode). A missing session is created
     (with a notice) unless --no-create. With --format json it prints one JSON object
     per session, one per line.
 
@@ -51,14 +54,10 @@ def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], opti
       sessctl send -s a -s b -s c "Summarise our conversation" --format json
     """
     from sessctl import conversation, render, service
-    from sessctl.errors import UsageError
 
     app = get_app(ctx)
     fmt = resolve_format(fmt, json_flag)
-    if message is None or message == "-":
-        if app.stdin_isatty:
-            raise UsageError("no message: give MESSAGE or pipe it on stdin")
-        message = app.stdin.read()
+    message = message_text(app, message)
     if stream is None:
         stream = app.stdout_isatty and fmt == "text" and len(sessions) == 1
     opts = conversation.SendOptions(text=message, options=service.parse_options(options), stream=stream,

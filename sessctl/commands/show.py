@@ -5,14 +5,14 @@ from __future__ import annotations
 import click
 
 from sessctl import complete
-from sessctl.commands._common import format_option, get_app, get_client, resolve_format
+from sessctl.commands._common import count_type, format_option, get_app, get_client, resolve_format
 
 FORMATS = ("text", "markdown", "json")
 
 
 @click.command("show")
 @click.argument("session_id", metavar="ID", shell_complete=complete.any_session)
-@click.option("--last", type=click.IntRange(min=0), metavar="N", help="Only the last N messages.")
+@click.option("--last", type=count_type(0), metavar="N", help="Only the last N messages.")
 @format_option(FORMATS)
 @click.pass_context
 def cli(ctx: click.Context, session_id: str, last: int | None, fmt: str, json_flag: bool) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sessctl import crypto
+from sessctl import text as _text
 from sessctl.config import Config
 from sessctl.errors import AlreadyExistsError, CryptoError, NotFoundError
 from sessctl.models import Message, NewSession, Session, SessionFilter, Stats
@@ -268,10 +269,13 @@ class Store:
     def _put_text(
         self, text: str | None, table: str, field: str, session_id: str, session_pk: int, row: int
     ) -> tuple[bytes | None, dict[str, int]]:
-        """Sanitize, then seal. The single path by which text reaches the database."""
+        """Make valid, sanitize, then seal. The single path by which text reaches the database."""
         if text is None:
             return None, {}
-        clean, counts = self.sanitizer.sanitize(text)
+        valid, bad = _text.clean(text)
+        clean, counts = self.sanitizer.sanitize(valid)
+        if bad:
+            counts = {**counts, _text.RULE: counts.get(_text.RULE, 0) + bad}
         cipher = self.cipher(create=True)
         assert cipher is not None
         return cipher.seal(clean, crypto.aad(table, field, session_id, session_pk, row)), counts
@@ -334,7 +338,8 @@ class Store:
         cur = conn.execute(
             'INSERT INTO sessions (id, "user", provider, model, status, created_at, updated_at, expires_at, options) '
             "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?) RETURNING pk",
-            (new.id, new.user, new.provider, new.model, now, now, new.expires_at, self._options_json(new)),
+            (new.id, _text.plain(new.user), _text.plain(new.provider), _text.plain(new.model), now, now,
+             new.expires_at, self._options_json(new)),
         )
         pk = int(cur.fetchone()[0])
         self._write_session_texts(conn, pk, new.id, new.title, new.system, new.metadata, set_title=True,
@@ -368,9 +373,10 @@ class Store:
         if set_meta:
             clean: dict[str, str] = {}
             for key, value in metadata.items():
-                cleaned, c = self.sanitizer.sanitize(value)
-                clean[key] = cleaned
-                counts.append(c)
+                valid, bad = _text.clean(value)
+                cleaned, c = self.sanitizer.sanitize(valid)
+                clean[_text.clean(key)[0]] = cleaned
+                counts.append({**c, _text.RULE: bad} if bad else c)
             blob, _ = self._put_text(json.dumps(clean, ensure_ascii=False, sort_keys=True) if clean else None,
                                      "sessions", "metadata", sid, pk, pk)
             sets.append("metadata = ?"), params.append(blob)
@@ -433,7 +439,7 @@ class Store:
             self._write_session_texts(conn, current.pk, current.id, title, current.system, metadata,
                                       set_title=set_title, set_system=False, set_meta=change_meta)
             if set_user:
-                conn.execute('UPDATE sessions SET "user" = ? WHERE pk = ?', (user, current.pk))
+                conn.execute('UPDATE sessions SET "user" = ? WHERE pk = ?', (_text.plain(user), current.pk))
             # updated_at is last *conversation* activity (list order, --older-than,
             # retention): editing labels is not activity, or a script that tags old
             # sessions would postpone their retention. `now` stays for callers.
@@ -477,7 +483,8 @@ class Store:
                     "INSERT INTO messages (session_pk, seq, role, status, created_at, provider, model, tokens_in, "
                     "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    (pk, seq, m.role, m.status, m.created_at or now, m.provider, m.model, m.tokens_in,
+                    (pk, seq, m.role, m.status, m.created_at or now, _text.plain(m.provider), _text.plain(m.model),
+                     m.tokens_in,
                      m.tokens_out, int(m.tokens_estimated) if m.tokens_in is not None else None,
                      m.latency_ms, m.first_token_ms, json.dumps(red, sort_keys=True) if red else None,
                      sum(red.values())),

@@ -16,6 +16,7 @@ from typing import Any
 from sessctl.errors import NotFoundError
 from sessctl.models import Message, Session, SessionFilter
 from sessctl.store import Store, _merge_counts
+from sessctl.text import plain
 
 Progress = Callable[[int], None]
 
@@ -189,7 +190,7 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
         'INSERT INTO sessions (id, "user", provider, model, status, created_at, updated_at, archived_at, expires_at, '
         "options, message_count, tokens_in, tokens_out, redactions, redaction_rules) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
-        (s.id, s.user, s.provider, s.model, s.status, s.created_at, s.updated_at, s.archived_at, s.expires_at,
+        (s.id, plain(s.user), plain(s.provider), plain(s.model), s.status, s.created_at, s.updated_at, s.archived_at, s.expires_at,
          Store._options_json(s), len(messages), s.tokens_in, s.tokens_out, s.redactions,
          json.dumps(rules, sort_keys=True) if rules else None),
     )
@@ -205,7 +206,7 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
             "INSERT INTO messages (session_pk, seq, role, status, created_at, provider, model, tokens_in, "
             "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (pk, m.seq, m.role, m.status, m.created_at, m.provider, m.model, m.tokens_in, m.tokens_out,
+            (pk, m.seq, m.role, m.status, m.created_at, plain(m.provider), plain(m.model), m.tokens_in, m.tokens_out,
              int(m.tokens_estimated), m.latency_ms, m.first_token_ms,
              json.dumps(red, sort_keys=True) if red else None, sum(red.values())),
         )

@@ -1,0 +1,137 @@
+"""Inputs that used to end in exit 1 ("unexpected ...") or lose the user's message:
+each class gets its documented behaviour, on both engines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import Paths, Run
+
+pytestmark = pytest.mark.engines
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """A real process: arguments and stdin as raw bytes, as a shell would pass them."""
+    return subprocess.run([sys.executable, "-m", "sessctl", *args], input=stdin, capture_output=True, timeout=60,
+                          env={**os.environ, **(env or {})},
+                          stdin=None if stdin is not None else subprocess.DEVNULL)
+
+
+# --- text that is not valid Unicode ------------------------------------------------------
+
+
+def test_bytes_that_are_not_utf8_are_replaced_and_counted_everywhere(ok: Run) -> None:
+    r = _cli("-q", "send", "-s", "bytes", stdin=b"caf\xe9 \xff\xfe ok")
+    assert r.returncode == 0, r.stderr
+    argv = os.fsdecode(b"arg\xff")  # what Python makes of a non-UTF-8 argument
+    for args in (["-q", "send", "-s", "argv", argv], ["create", "t", "--title", argv, "--user", argv,
+                                                      "--meta", f"k{argv}=v{argv}", "--system", argv]):
+        r = _cli(*args)
+        assert r.returncode == 0, r.stderr
+    s = ok("show", "bytes", "--json").json()
+    assert s["messages"][0]["content"] == "caf\ufffd \ufffd\ufffd ok"
+    assert s["messages"][0]["redactions"] == {"invalid_unicode": 3}
+    assert ok("show", "argv", "--json").json()["messages"][0]["content"] == "arg\ufffd"
+    t = ok("show", "t", "--json").json()
+    assert (t["title"], t["user"], t["system"], t["metadata"]) == (
+        "arg\ufffd", "arg\ufffd", "arg\ufffd", {"k arg\ufffd".replace(" ", ""): "varg\ufffd"})
+    assert t["stats"]["redactions"] == 3  # title, system, metadata value (the user is a plain column)
+    assert ok("stats", "--json").json()["redactions_by_rule"]["invalid_unicode"] == 7
+
+
+def test_lone_surrogates_in_import_are_replaced_and_round_trip(run: Run, ok: Run, tmp_path: Path) -> None:
+    doc = '{"id": "s", "user": "u\\ud800", "title": "t\\udfff", "messages": [' \
+          '{"role": "user", "content": "a\\ud83d"}, {"role": "assistant", "content": "b"}]}'
+    (tmp_path / "in.jsonl").write_text(doc + "\n")
+    ok("import", str(tmp_path / "in.jsonl"))
+    s = ok("export", "s", "--format", "jsonl").jsonl()[0]
+    assert (s["user"], s["title"], s["messages"][0]["content"]) == ("u\ufffd", "t\ufffd", "a\ufffd")
+    (tmp_path / "again.jsonl").write_text(json.dumps(s) + "\n")
+    ok("--db", str(tmp_path / "copy.db"), "import", str(tmp_path / "again.jsonl"))
+    assert ok("--db", str(tmp_path / "copy.db"), "export", "s", "--format", "jsonl").jsonl()[0] == s
+
+
+# --- the message itself --------------------------------------------------------------------
+
+
+def test_message_and_piped_stdin_are_sent_together(ok: Run) -> None:
+    r = ok("send", "-s", "review", "Review this diff", input="--- a/x\n+++ b/x\n")
+    assert r.stdout == "Review this diff\n\n--- a/x\n+++ b/x\n"  # echo: what was sent
+    assert ok("send", "-s", "review", "alone", input="").stdout == "alone\n"
+    assert ok("send", "-s", "review", "-", input="from stdin only").stdout == "from stdin only\n"
+
+
+# --- numbers and times out of range ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["list", "--older-than", "99999999999999999999d"],
+    ["list", "--since", "99999999999999d"],
+    ["list", "-n", "99999999999999999999999"],
+    ["show", "a", "--last", "99999999999999999999999"],
+    ["create", "x", "--ttl", "3000000d"],
+    ["create", "x", "--max-context-messages", "99999999999999999999999"],
+    ["archive", "--older-than", "9" * 40 + "w"],
+    ["stats", "--since", "10000-01-01"],
+    ["send", "-s", "a", "--concurrency", "99999999999", "hi"],
+], ids=lambda a: " ".join(a)[:40])
+def test_out_of_range_numbers_are_usage_errors(run: Run, ok: Run, args: list[str]) -> None:
+    ok("send", "-s", "a", "hi")
+    r = run(*args)
+    assert r.exit_code == 2, (r.exit_code, r.stderr)
+    assert r.stderr.startswith("sessctl: error:") and len(r.stderr.splitlines()) == 1
+
+
+def test_far_filters_clamp_instead_of_failing(ok: Run) -> None:
+    ok("send", "-s", "a", "hi")
+    assert ok("list", "--older-than", "500000w", "--format", "ids").stdout == ""  # before year 1: nothing
+    assert ok("list", "--since", "0001-01-01", "--format", "ids").stdout == "a\n"
+
+
+@pytest.mark.parametrize("doc,problem", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"id": "n", "messages": [], "stats": {"messages": ' + "9" * 5000 + "}}", "unreadable JSON"),
+    ('{"id": "n", "messages": [{"role": "assistant", "content": "x", "tokens_in": 99999999999999999999999}]}',
+     "tokens_in"),
+    ('{"id": "n", "created_at": "10000-01-01T00:00:00Z"}', "created_at"),
+    ('{"id": "n", "expires_at": "0000-12-31T00:00:00Z"}', "expires_at"),
+    ('{"id": "n", "messages": [{"role": "user", "content": "x", "created_at": "9999-12-31T23:59:59-01:00"}]}',
+     "created_at"),
+], ids=["nesting", "huge-int", "int64", "year-10000", "year-0", "offset-past-9999"])
+def test_import_refuses_what_cannot_be_stored(run: Run, ok: Run, tmp_path: Path, doc: str, problem: str) -> None:
+    (tmp_path / "in.json").write_text(doc)
+    r = run("import", str(tmp_path / "in.json"))
+    assert r.exit_code == 2, r.stderr
+    assert problem in r.stderr and "nothing was imported" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert ok("list", "--status", "all", "--format", "ids").stdout == ""
+
+
+# --- output and usage -----------------------------------------------------------------------
+
+
+def test_list_says_when_the_default_limit_cut_it_short(ok: Run) -> None:
+    for i in range(51):
+        ok("create", f"s{i:02d}")
+    r = ok("list", "--format", "ids")
+    assert len(r.stdout.split()) == 50
+    assert r.stderr == ("sessctl: showing the 50 most recently active sessions; more match "
+                        "(use -n 0 for all, or -n N)\n")
+    assert ok("list", "-n", "50", "--format", "ids").stderr == ""  # asked for exactly that
+    assert ok("list", "-n", "0", "--format", "ids").stdout.count("\n") == 51
+    ok("delete", "s00")
+    assert ok("list", "--format", "ids").stderr == ""  # exactly 50: nothing more to say
+
+
+def test_bare_sessctl_prints_usage_on_stderr_and_exits_2(run: Run) -> None:
+    r = run()
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith("Usage: ") and "[OPTIONS] COMMAND [ARGS]..." in r.stderr.splitlines()[0]
+    assert len(r.stderr.splitlines()) > 10 and "send" in r.stderr
