@@ -24,13 +24,87 @@ SCRIPT_FILES = {"bash": "sessctl.bash", "zsh": "_sessctl", "fish": "sessctl.fish
 Callback = Callable[[click.Context, click.Parameter, str], list[CompletionItem]]
 
 
+def _bash_class() -> Any:
+    from click.shell_completion import BashComplete
+
+    class SessctlBash(BashComplete):
+        """Click's bash script, with one change: words are split on whitespace only.
+
+        Bash splits the word under the cursor at COMP_WORDBREAKS (by default : @ = and
+        more), so an id like `ticket:4411` or `alice@example.com` reached sessctl in
+        pieces, and the completion replaced only the last piece with the whole id
+        (`ticket:ticket:4411`). Here the words sent to sessctl come from COMP_LINE
+        split on blanks, and each completion is trimmed of the part of the word that
+        readline will not replace (up to its last word-break character), the same fix
+        as bash-completion's __ltrim_colon_completions, for every break character."""
+
+        source_template = _BASH_SOURCE
+
+    return SessctlBash
+
+
+_BASH_SOURCE = r"""%(complete_func)s() {
+    local IFS=$'\n'
+    local response line="${COMP_LINE:0:COMP_POINT}" i c
+    local -a words
+    IFS=$' \t' read -r -a words <<< "$line"
+    [[ -z "$line" || "$line" == *[[:blank:]] ]] && words+=("")
+    local cword=$(( ${#words[@]} - 1 ))
+    local cur="${words[cword]}" tail
+    tail="$cur"
+    for (( i = ${#cur} - 1; i >= 0; i-- )); do
+        c="${cur:i:1}"
+        if [[ "$COMP_WORDBREAKS" == *"$c"* ]]; then
+            tail="${cur:i+1}"
+            break
+        fi
+    done
+    local prefix="${cur:0:${#cur}-${#tail}}"
+
+    response=$(env COMP_WORDS="${words[*]}" COMP_CWORD=$cword %(complete_var)s=bash_complete $1)
+
+    for completion in $response; do
+        IFS=',' read type value <<< "$completion"
+
+        if [[ $type == 'dir' ]]; then
+            COMPREPLY=()
+            compopt -o dirnames
+        elif [[ $type == 'file' ]]; then
+            COMPREPLY=()
+            compopt -o default
+        elif [[ $type == 'plain' ]]; then
+            COMPREPLY+=("${value#"$prefix"}")
+        fi
+    done
+
+    return 0
+}
+
+%(complete_func)s_setup() {
+    complete -o nosort -F %(complete_func)s %(prog_name)s
+}
+
+%(complete_func)s_setup;
+"""
+
+
+class _LazyBash:
+    """The bash class, built on first use (click.shell_completion is loaded only then)."""
+
+    def __call__(self, *args: Any) -> Any:
+        return _bash_class()(*args)
+
+
+_BashComplete = _LazyBash()
+
+
 def script(shell: str) -> str:
     """The completion script for shell, exactly as `sessctl completion SHELL` prints it."""
     from click.shell_completion import get_completion_class
 
     from sessctl.cli import cli
 
-    cls = get_completion_class(shell)
+    cls = _BashComplete if shell == "bash" else get_completion_class(shell)
     if cls is None:
         raise click.BadParameter(f"unsupported shell {shell!r}")
     text = cls(cli, {}, PROG, COMPLETE_VAR).source()
@@ -67,6 +141,7 @@ def session_ids(status: str | None = None) -> Callback:
 
 
 any_session = session_ids()
+active_session = session_ids("active")  # where only an active session is accepted (send, archive)
 archived_session = session_ids("archived")
 
 

@@ -145,6 +145,7 @@ def parse_session(app: App | None, element: Any, where: str) -> tuple[Session, l
         if created_at is None:
             created_at = app.now() if app is not None else timeutil.now()
     messages = [_message(c, m, i, created_at) for i, m in enumerate(raw_messages)]
+    _check_turns(c, messages, [isinstance(m, dict) and "status" in m for m in raw_messages])
     updated_at = c.time(element, "updated_at", "updated_at")
     if updated_at is None:
         updated_at = max([created_at] + [m.created_at for m in messages])
@@ -156,17 +157,16 @@ def parse_session(app: App | None, element: Any, where: str) -> tuple[Session, l
     if "stats" in element:
         stats = c.obj(element["stats"], "stats")
         c.fields(stats, {"messages", "tokens_in", "tokens_out", "redactions"}, "stats.")
-        expect = {"messages": len(messages), "tokens_in": tokens_in, "tokens_out": tokens_out}
-        for key, want in expect.items():
-            got = c.count(stats, key, f"stats.{key}")
-            if got is not None and got != want:
-                hint = " (import takes `export` output, not `list`)" if key == "messages" and "messages" not in element else ""
-                raise c.fail(f"stats.{key}", f"is {got} but the messages add up to {want}{hint}")
-        # Title, system prompt and metadata redactions count in the session total only.
+        for key in ("messages", "tokens_in", "tokens_out"):
+            c.count(stats, key, f"stats.{key}")  # checked for shape; the totals are recomputed
+        if "messages" not in element and stats.get("messages"):
+            # `list` output has stats but no messages: importing it would make empty sessions.
+            raise c.fail("messages", f"missing, but stats.messages is {stats['messages']} "
+                                     "(import takes `export` output, not `list`)")
+        # Title, system prompt and metadata redactions count in the session total only,
+        # so a given total at least the messages' own is kept (an export round-trips).
         given = c.count(stats, "redactions", "stats.redactions")
-        if given is not None:
-            if given < message_redactions:
-                raise c.fail("stats.redactions", f"is {given}, less than the messages' {message_redactions}")
+        if given is not None and given >= message_redactions:
             redactions = given
 
     session = Session(
@@ -182,6 +182,52 @@ def parse_session(app: App | None, element: Any, where: str) -> tuple[Session, l
         message_count=len(messages), tokens_in=tokens_in, tokens_out=tokens_out, redactions=redactions,
     )
     return session, messages
+
+
+def _check_turns(c: _Check, messages: list[Message], given: list[bool]) -> None:
+    """The history must be whole turns, as `send` writes them and `doctor` checks:
+      user ok          followed by an assistant ok reply
+      user unanswered  followed by nothing, the next user message, or an incomplete reply
+      assistant ok     right after a user ok message
+      assistant incomplete  right after a user unanswered message
+    A status left out (a hand-written document) is inferred by these rules: a user
+    message without a reply after it is unanswered; a reply is ok. A status that is
+    given and breaks them is refused, naming the message: a broken history would be
+    sent as context, or make `doctor` fail, after the import."""
+    for i, m in enumerate(messages):
+        nxt = messages[i + 1] if i + 1 < len(messages) else None
+        if m.role == "user" and not given[i]:
+            m.status = "ok" if nxt is not None and nxt.role == "assistant" and (
+                not given[i + 1] or nxt.status == "ok") else "unanswered"
+        if m.role == "assistant" and not given[i]:
+            prev = messages[i - 1] if i else None
+            m.status = "incomplete" if prev is not None and prev.role == "user" and prev.status == "unanswered" \
+                else "ok"
+    for i, m in enumerate(messages):
+        prev = messages[i - 1] if i else None
+        nxt = messages[i + 1] if i + 1 < len(messages) else None
+        path = f"messages[{i}]"
+        if m.role == "assistant" and prev is None:
+            raise c.fail(path, "the history starts with an assistant message; it must start with a user message")
+        if m.role == "assistant" and prev is not None and prev.role == "assistant":
+            raise c.fail(path, "two assistant messages in a row; every reply follows its user message")
+        problem = None
+        if m.role == "user" and m.status == "ok" and not (nxt is not None and nxt.role == "assistant"
+                                                          and nxt.status == "ok"):
+            problem = "a user message marked ok needs the ok reply right after it (else it is unanswered)"
+        elif m.role == "user" and m.status == "unanswered" and nxt is not None and nxt.role == "assistant" \
+                and nxt.status == "ok":
+            problem = "an unanswered user message cannot be followed by an ok reply"
+        elif m.role == "user" and m.status == "incomplete":
+            problem = "a user message cannot be incomplete (only a reply can)"
+        elif m.role == "assistant" and m.status == "unanswered":
+            problem = "a reply cannot be unanswered (only a user message can)"
+        elif m.role == "assistant" and m.status == "ok" and (prev is None or prev.status != "ok"):
+            problem = "an ok reply must follow a user message marked ok"
+        elif m.role == "assistant" and m.status == "incomplete" and (prev is None or prev.status != "unanswered"):
+            problem = "an incomplete reply must follow an unanswered user message"
+        if problem:
+            raise c.fail(f"{path}.status", f"{m.status!r}: {problem}")
 
 
 def parse_message(raw: Any, *, seq: int | None = None) -> Message:
@@ -200,9 +246,9 @@ def _message(c: _Check, raw: Any, i: int, default_time: int) -> Message:
     role = c.choice(m, "role", f"{path}.role", ("user", "assistant"), "")
     c.fields(m, REPLY_MESSAGE_FIELDS if role == "assistant" else USER_MESSAGE_FIELDS, f"{path}.")
     # `seq` may be left out (a hand-written or jq-edited document): position is order.
-    seq = c.count(m, "seq", f"{path}.seq", minimum=1)
-    if seq is not None and seq != i + 1:
-        raise c.fail(f"{path}.seq", f"is {seq}, expected {i + 1} (messages must be complete and in order)")
+    # `seq` is checked for shape but messages are numbered by their order, so a history
+    # cut or edited with jq (`.messages |= .[:4]`) imports as written.
+    c.count(m, "seq", f"{path}.seq", minimum=1)
     content = c.string(m, "content", f"{path}.content", nullable=False)
     red = c.obj(m.get("redactions", {}), f"{path}.redactions")
     for rule, n in red.items():

@@ -317,32 +317,59 @@ def export_json(app: App, ids: Sequence[str], f: SessionFilter, *,
 
 
 class AtomicOutput:
-    """A file written beside its destination (0600) and renamed into place only when
-    the whole export succeeded, so a failed export never leaves a truncated file."""
+    """Where `export -o PATH` writes.
+
+    A regular file (or a new one) is written beside its destination (0600) and renamed
+    into place only when the whole export succeeded, so a failed export never leaves a
+    truncated file that looks complete. A symlink is followed: the file it names is
+    replaced and the link stays a link. A FIFO, a character device (/dev/stdout) or a
+    socket cannot be replaced: it is written to directly, as a shell redirect would. A
+    directory is a usage error (exit 2), with nothing created."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._tmp: str | None = None
+        self._target: Path | None = None
         self.fh: IO[str] | None = None
 
     def __enter__(self) -> TextIO:
+        import stat
         import tempfile
 
-        directory = self.path.parent if str(self.path.parent) else Path(".")
+        target = Path(os.path.realpath(self.path))  # through symlinks, to the file itself
         try:
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+            st: os.stat_result | None = os.stat(target)
+        except FileNotFoundError:
+            st = None
         except OSError as exc:
             raise UsageError(f"cannot write {self.path}: {exc.strerror}") from None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"cannot write {self.path}: it is a directory; give a file name")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            try:
+                self.fh = open(target, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in __exit__
+            except OSError as exc:
+                raise UsageError(f"cannot write {self.path}: {exc.strerror}") from None
+            return self.fh  # type: ignore[return-value]
+        directory = target.parent
+        try:
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        except OSError as exc:
+            raise UsageError(f"cannot write {self.path}: {exc.strerror}") from None
+        self._target = target
         self.fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
         return self.fh  # type: ignore[return-value]
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        assert self.fh is not None and self._tmp is not None
-        self.fh.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            os.unlink(self._tmp)
+        assert self.fh is not None
+        try:
+            self.fh.close()
+        finally:
+            if self._tmp is not None and self._target is not None:
+                if exc_type is None:
+                    os.replace(self._tmp, self._target)
+                else:
+                    os.unlink(self._tmp)
 
 
 # --- stats -------------------------------------------------------------------------

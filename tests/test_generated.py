@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from click.shell_completion import ShellComplete
 
 from conftest import Paths, Run
-from sessctl import docgen
+from sessctl import complete as completion, docgen
 from sessctl.cli import COMMANDS, cli
 from sessctl.complete import COMPLETE_VAR, SCRIPT_FILES
 
@@ -123,7 +124,7 @@ def test_session_ids_complete_from_the_database(some) -> None:
     assert complete(["show"], "b") == ["beta"]
     assert complete(["unarchive"], "") == ["alpha-2"]  # only archived ones
     assert sorted(complete(["delete", "alpha-1"], "alpha")) == ["alpha-2"]  # not twice
-    assert sorted(complete(["send", "-s"], "")) == ["alpha-1", "alpha-2", "beta"]
+    assert sorted(complete(["send", "-s"], "")) == ["alpha-1", "beta"]  # send refuses archived ones
     assert complete(["show"], "zz") == [] and complete(["show"], "*") == []
 
 
@@ -172,3 +173,37 @@ def test_tab_runs_the_real_program_without_heavy_imports(some, words: str, cword
     assert r.returncode == 0, r.stderr
     assert f"plain,{expect}" in r.stdout.splitlines()
     assert r.stderr.strip() == "LOADED", r.stderr
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+@pytest.mark.parametrize("line,bash_words,expect", [
+    ("sessctl show ticket:44", ["sessctl", "show", "ticket", ":", "44"], ["4411"]),
+    ("sessctl show ticket:", ["sessctl", "show", "ticket", ":"], ["4411", "5000"]),
+    # readline replaces only what follows the last break character: `ex` becomes `example.com`
+    ("sessctl show alice@ex", ["sessctl", "show", "alice", "@", "ex"], ["example.com"]),
+    ("sessctl export ali", ["sessctl", "export", "ali"], ["alice@example.com"]),
+    ("sessctl send -s ti", ["sessctl", "send", "-s", "ti"], ["ticket:4411"]),  # active only: not ticket:5000
+    ("sessctl archive ", ["sessctl", "archive", ""], ["alice@example.com", "ticket:4411"]),
+    ("sessctl unarchive ", ["sessctl", "unarchive", ""], ["ticket:5000"]),
+])
+def test_bash_completes_ids_with_word_break_characters(ok: Run, paths: Paths, line: str, bash_words: list[str],
+                                                       expect: list[str]) -> None:
+    """The real bash script, in real bash, given the words bash itself makes (split at
+    COMP_WORDBREAKS): it must put back exactly what readline will replace."""
+    ok("create", "ticket:4411")
+    ok("create", "ticket:5000")
+    ok("create", "alice@example.com")
+    ok("archive", "ticket:5000")
+    script = paths.root / "complete.bash"
+    script.write_text(completion.script("bash"))
+    words = " ".join(shlex.quote(w) for w in bash_words)
+    probe = (f"source {shlex.quote(str(script))}\n"
+             f"COMP_LINE={shlex.quote(line)}; COMP_POINT=${{#COMP_LINE}}\n"
+             f"COMP_WORDS=({words}); COMP_CWORD={len(bash_words) - 1}\n"
+             "_sessctl_completion sessctl\n"
+             "printf '%s\\n' \"${COMPREPLY[@]}\"\n")
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    r = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.split()) == expect

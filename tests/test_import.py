@@ -71,7 +71,8 @@ def tricky_sessions() -> list[dict[str, Any]]:
             _msg(4, "assistant", LONG + "!", t(4), tokens_in=90000, tokens_out=90001, latency_ms=12345),
         ], user=None, model=None),
         _session("archived-1", [
-            _msg(1, "user", "my key is [REDACTED:openai_key]", t(1), redactions={"openai_key": 1}),
+            _msg(1, "user", "my key is [REDACTED:openai_key]", t(1), redactions={"openai_key": 1},
+                 status="unanswered"),
             _msg(2, "assistant", "partial", t(2), status="incomplete", tokens_in=None, tokens_out=None,
                  latency_ms=None),
             _msg(3, "user", "are you there?", t(3), status="unanswered"),
@@ -122,7 +123,8 @@ def test_round_trip_of_sessions_made_by_the_cli(ok: Run, paths: Paths, monkeypat
 
 def test_imported_text_is_encrypted_and_the_new_database_private(ok: Run, paths: Paths) -> None:
     secret = "the walrus signs at midnight"
-    data = jsonl([_session("enc", [_msg(1, "user", secret, "2026-01-01T00:00:00Z")], title="codename walrus",
+    data = jsonl([_session("enc", [_msg(1, "user", secret, "2026-01-01T00:00:00Z", status="unanswered")],
+                           title="codename walrus",
                            metadata={"k": "tangerine-hyperdrive"})])
     ok("import", "-", input=data)
     raw = b"".join(p.read_bytes() for p in paths.db.parent.iterdir() if p.name.startswith("sessions.db"))
@@ -151,7 +153,8 @@ def test_minimal_hand_written_input_gets_create_defaults(ok: Run, monkeypatch: p
 def existing(ok: Run) -> str:
     ok("create", "dup", "--title", "original")
     ok("send", "-s", "dup", "kept")
-    return jsonl([_session("new-1", []), _session("dup", [_msg(1, "user", "imported", "2026-01-01T00:00:00Z")],
+    return jsonl([_session("new-1", []), _session("dup", [_msg(1, "user", "imported", "2026-01-01T00:00:00Z",
+                                                                 status="unanswered")],
                                                   title="imported"), _session("new-2", [])])
 
 
@@ -186,7 +189,8 @@ def test_dry_run_checks_everything_and_writes_nothing(run: Run, ok: Run, existin
 
 # --- invalid input ---------------------------------------------------------------------------
 
-GOOD = json.dumps(_session("good", [_msg(1, "user", "hi", "2026-01-01T00:00:00Z")]))
+GOOD = json.dumps(_session("good", [_msg(1, "user", "hi", "2026-01-01T00:00:00Z"),
+                                    _msg(2, "assistant", "hello", "2026-01-01T00:00:01Z")]))
 
 
 def _with(change: dict[str, Any], drop: tuple[str, ...] = (), message: dict[str, Any] | None = None) -> str:
@@ -209,11 +213,20 @@ def _with(change: dict[str, Any], drop: tuple[str, ...] = (), message: dict[str,
     (_with({"metadata": {"k": 1}}), "metadata.k: expected a string value, got the number 1"),
     (_with({"surprise": True}), "surprise: unknown field"),
     (_with({}, message={"role": "bot"}), "messages[0].role: expected one of user, assistant, got 'bot'"),
-    (_with({}, message={"seq": 3}), "messages[0].seq: is 3, expected 1"),
+    (_with({}, message={"seq": 0}), "messages[0].seq: expected a whole number from 1"),
     (_with({}, message={"content": None}), "messages[0].content: expected a string, got null"),
     (_with({}, message={"tokens_in": 5}), "messages[0].tokens_in: unknown field"),
-    (_with({"stats": {"messages": 2, "tokens_in": 0, "tokens_out": 0, "redactions": 0}}),
-     "stats.messages: is 2 but the messages add up to 1"),
+    (_with({"stats": {"messages": -1, "tokens_in": 0, "tokens_out": 0, "redactions": 0}}),
+     "stats.messages: expected a whole number from 0"),
+    (_with({}, message={"role": "assistant"}), "messages[0]: the history starts with an assistant message"),
+    (_with({}, message={"status": "incomplete"}), "messages[0].status: 'incomplete': a user message cannot be"),
+    (_with({"messages": [{"role": "user", "content": "a", "status": "ok"}]}),
+     "messages[0].status: 'ok': a user message marked ok needs the ok reply right after it"),
+    (_with({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                         {"role": "assistant", "content": "c"}]}), "messages[2]: two assistant messages in a row"),
+    (_with({"messages": [{"role": "user", "content": "a", "status": "unanswered"},
+                         {"role": "assistant", "content": "b", "status": "ok"}]}),
+     "messages[0].status: 'unanswered': an unanswered user message cannot be followed by an ok reply"),
     (_with({"stats": {"messages": 1, "tokens_in": 0, "tokens_out": 0, "redactions": 0}}, drop=("messages",)),
      "not `list`"),
     (GOOD.replace('"good"', '"good"', 1), "session 'good' appears twice in the input (first at stdin line 1)"),
@@ -317,3 +330,29 @@ def test_import_from_file_path_and_bom(ok: Run, paths: Paths) -> None:
     f: Path = paths.root / "bom.json"
     f.write_bytes(b"\xef\xbb\xbf" + json.dumps([json.loads(GOOD)]).encode())
     assert ok("import", str(f)).stdout == "good\n"
+
+
+def test_hand_written_documents_import_with_statuses_and_numbers_inferred(ok: Run) -> None:
+    doc = {"id": "hand", "messages": [
+        {"role": "user", "content": "first"}, {"role": "assistant", "content": "reply"},
+        {"role": "user", "content": "never answered"}, {"role": "user", "content": "again"},
+        {"role": "assistant", "content": "finally"}, {"role": "user", "content": "last"}]}
+    ok("import", "-", input=json.dumps(doc))
+    s = ok("show", "hand", "--json").json()
+    assert [(m["seq"], m["role"], m["status"]) for m in s["messages"]] == [
+        (1, "user", "ok"), (2, "assistant", "ok"), (3, "user", "unanswered"), (4, "user", "ok"),
+        (5, "assistant", "ok"), (6, "user", "unanswered")]
+    assert s["stats"]["messages"] == 6
+    assert ok("doctor", "--json").json()["ok"] is True
+
+
+def test_export_edited_with_jq_imports_as_a_fork(ok: Run) -> None:
+    for text in ("one", "two", "three"):
+        ok("send", "-s", "orig", text)
+    s = ok("export", "orig", "--format", "jsonl").jsonl()[0]
+    s["id"], s["messages"] = "copy", s["messages"][2:4]  # what `jq '.id="copy" | .messages |= .[2:4]'` does
+    ok("import", "-", input=json.dumps(s))
+    copy = ok("show", "copy", "--json").json()
+    assert [(m["seq"], m["content"]) for m in copy["messages"]] == [(1, "two"), (2, "two")]
+    assert copy["stats"]["messages"] == 2 and copy["stats"]["tokens_in"] == s["messages"][1]["tokens_in"]
+    assert ok("show", "orig", "--json").json()["stats"]["messages"] == 6

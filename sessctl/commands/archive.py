@@ -11,7 +11,7 @@ from sessctl.commands._common import build_filter, filter_options, get_app, get_
 
 
 @click.command("archive")
-@click.argument("session_ids", metavar="[ID]...", nargs=-1, shell_complete=complete.any_session)
+@click.argument("session_ids", metavar="[ID]...", nargs=-1, shell_complete=complete.active_session)
 @filter_options(status_default="all")
 @click.option("--unarchive", is_flag=True, help="Make the sessions active again instead.")
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")

@@ -15,7 +15,7 @@ FORMATS = ("text", "json")
 @click.command("send")
 @click.argument("message", required=False)
 @click.option("-s", "--session", "sessions", multiple=True, required=True, metavar="ID",
-              shell_complete=complete.any_session,
+              shell_complete=complete.active_session,
               help="Session to send to (repeatable: several are called concurrently).")
 @click.option("--model", metavar="MODEL", help="Model for this turn only.")
 @click.option("--provider", metavar="NAME", shell_complete=complete.providers, help="Provider for this turn only.")
