@@ -132,11 +132,18 @@ def _ensure_private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
+MAX_KEY_FILE = 4096  # a key file holds 45 bytes; anything far larger is not one
+
+
 def read_key_file(path: Path) -> bytes:
+    """The key in a key file. Only a regular file of a few bytes is read: a FIFO would
+    block forever, a device (/dev/zero) never end, a huge file exhaust memory."""
     import base64
+    import stat
 
     try:
-        text = path.read_text().strip()
+        # O_NONBLOCK: opening a FIFO with no writer must not hang before fstat says what it is.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise CryptoError(
             f"key file {path} is missing; the database cannot be opened without it "
@@ -144,6 +151,22 @@ def read_key_file(path: Path) -> bytes:
         ) from None
     except OSError as exc:
         raise CryptoError(f"cannot read key file {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CryptoError(f"key file {path} is not a regular file (a FIFO, device or directory); "
+                              "a key file is the small file sessctl created")
+        if st.st_size > MAX_KEY_FILE:
+            raise CryptoError(f"key file {path} is {st.st_size} bytes: not a sessctl key (expected 32 bytes, base64)")
+        data = os.read(fd, MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise CryptoError(f"cannot read key file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        text = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        text = ""
     try:
         key = base64.b64decode(text, validate=True)
     except ValueError:
@@ -219,6 +242,36 @@ def kek_from_file(path: Path, *, create: bool) -> Kek:
     return Kek("file", key, None, str(path))
 
 
+# Bounds on Argon2id parameters read back from a database: whoever can write the file
+# must not make every command allocate gigabytes or spin for hours before the key fails.
+ARGON2_BOUNDS = {"memory_cost": (8 * 1024, 1024 * 1024), "iterations": (1, 64), "lanes": (1, 64)}
+
+
+def _kdf_params(kdf: Any) -> tuple[bytes, int, int, int]:
+    """(salt, iterations, lanes, memory_cost) from a stored kdf record, or CryptoError."""
+    import base64
+
+    if not isinstance(kdf, dict) or kdf.get("alg") != "argon2id":
+        alg = kdf.get("alg") if isinstance(kdf, dict) else None
+        raise CryptoError(f"unsupported or damaged key derivation record ({alg!r}); run `sessctl doctor`")
+    values = {}
+    for name, (low, high) in ARGON2_BOUNDS.items():
+        value = kdf.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise CryptoError(f"the key derivation record has {name}={value!r}, outside {low}..{high}: "
+                              "the key table was altered; run `sessctl doctor`")
+        values[name] = value
+    if values["memory_cost"] < 8 * values["lanes"]:
+        raise CryptoError("the key derivation record is inconsistent (memory below 8 KiB per lane)")
+    try:
+        salt = base64.b64decode(str(kdf.get("salt")), validate=True)
+    except ValueError:
+        salt = b""
+    if not 8 <= len(salt) <= 64:
+        raise CryptoError("the key derivation record's salt is damaged; run `sessctl doctor`")
+    return salt, values["iterations"], values["lanes"], values["memory_cost"]
+
+
 def kek_from_passphrase(passphrase: str, kdf: dict[str, Any] | None = None) -> Kek:
     """Derive with Argon2id; `kdf` holds the stored salt and parameters (None: new ones)."""
     import base64
@@ -229,15 +282,9 @@ def kek_from_passphrase(passphrase: str, kdf: dict[str, Any] | None = None) -> K
         raise CryptoError("SESSCTL_PASSPHRASE is empty")
     if kdf is None:
         kdf = {"alg": "argon2id", "salt": base64.b64encode(os.urandom(16)).decode(), **ARGON2_PARAMS}
-    if kdf.get("alg") != "argon2id":
-        raise CryptoError(f"unsupported key derivation {kdf.get('alg')!r}")
-    key = Argon2id(
-        salt=base64.b64decode(kdf["salt"]),
-        length=KEY_BYTES,
-        iterations=int(kdf["iterations"]),
-        lanes=int(kdf["lanes"]),
-        memory_cost=int(kdf["memory_cost"]),
-    ).derive(passphrase.encode())
+    salt, iterations, lanes, memory_cost = _kdf_params(kdf)
+    key = Argon2id(salt=salt, length=KEY_BYTES, iterations=iterations, lanes=lanes,
+                   memory_cost=memory_cost).derive(passphrase.encode())
     return Kek("passphrase", key, kdf, "SESSCTL_PASSPHRASE")
 
 
@@ -257,6 +304,10 @@ def wrap(kek: Kek, dek: bytes, db_id: str) -> bytes:
 def unwrap(kek: Kek, wrapped: bytes, db_id: str) -> bytes:
     from cryptography.exceptions import InvalidTag
 
+    wrapped = bytes(wrapped) if isinstance(wrapped, (bytes, bytearray, memoryview)) else b""
+    if len(wrapped) != NONCE_BYTES + KEY_BYTES + 16 or not isinstance(db_id, str):
+        raise CryptoError("the wrapped data key is damaged (wrong size): the key table was altered; "
+                          "run `sessctl doctor`")
     try:
         return _aesgcm(kek.key).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _wrap_aad(db_id))
     except InvalidTag:
@@ -270,8 +321,8 @@ def key_check(cipher: Cipher, db_id: str) -> bytes:
 
 def verify_key_check(cipher: Cipher, check: bytes, db_id: str) -> None:
     try:
-        ok = cipher.open(check, _wrap_aad(db_id) + b"\x1fcheck") == _CHECK_PLAINTEXT.decode()
-    except Tampered:
+        ok = cipher.open(bytes(check), _wrap_aad(db_id) + b"\x1fcheck") == _CHECK_PLAINTEXT.decode()
+    except (Tampered, TypeError, UnicodeDecodeError):
         ok = False
     if not ok:
         raise CryptoError("the data key fails its check value: the key table was altered")

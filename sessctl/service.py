@@ -84,6 +84,7 @@ class App:
                     store = Store.open(self.config, _LazySanitizer(self), create=create)
                     if store is None:
                         return None
+                    store.notice = self.notice
                     self._store = store
         return self._store
 

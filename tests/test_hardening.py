@@ -135,3 +135,54 @@ def test_bare_sessctl_prints_usage_on_stderr_and_exits_2(run: Run) -> None:
     assert r.exit_code == 2 and r.stdout == ""
     assert r.stderr.startswith("Usage: ") and "[OPTIONS] COMMAND [ARGS]..." in r.stderr.splitlines()[0]
     assert len(r.stderr.splitlines()) > 10 and "send" in r.stderr
+
+
+# --- keys read from disk and from the database ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge", "directory"])
+def test_a_key_file_that_is_not_a_small_file_is_refused_at_once(run: Run, ok: Run, paths: Paths, kind: str) -> None:
+    ok("send", "-s", "a", "hi")
+    target = paths.root / "odd-key"
+    if kind == "fifo":
+        os.mkfifo(target)  # no writer: reading it would block forever
+    elif kind == "device":
+        target = Path("/dev/zero")  # reading it would never end
+    elif kind == "huge":
+        target.write_bytes(os.urandom(1 << 20))
+    else:
+        target.mkdir()
+    r = run("show", "a", env={"SESSCTL_KEY_FILE": str(target)})
+    assert r.exit_code == 6 and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_a_world_readable_key_file_is_used_with_a_warning(ok: Run, paths: Paths) -> None:
+    ok("send", "-s", "a", "hi")
+    paths.key.chmod(0o644)
+    r = ok("show", "a")
+    assert r.stderr == (f"sessctl: warning: key file {paths.key} is readable by others (mode 0644); "
+                        f"run `chmod 600 {paths.key}`\n")
+    assert ok("-q", "show", "a").stderr == ""
+
+
+@pytest.mark.parametrize("change", [
+    "UPDATE keyring SET kdf = '{\"alg\": \"argon2id\", \"salt\": \"c2FsdHNhbHRzYWx0\", \"memory_cost\": 999999999, "
+    "\"iterations\": 3, \"lanes\": 4}'",
+    "UPDATE keyring SET kdf = '{\"alg\": \"argon2id\", \"salt\": \"c2FsdHNhbHRzYWx0\", \"memory_cost\": 65536, "
+    "\"iterations\": 100000000, \"lanes\": 4}'",
+    "UPDATE keyring SET kdf = '{\"alg\": \"argon2id\", \"salt\": \"!!\", \"memory_cost\": 65536, "
+    "\"iterations\": 3, \"lanes\": 4}'",
+    "UPDATE keyring SET kdf = 'not json'",
+    "UPDATE keyring SET kdf = '[1, 2]'",
+    "UPDATE keyring SET wrapped_dek = substr(wrapped_dek, 1, 10)",
+    "UPDATE keyring SET dek_check = substr(dek_check, 1, 3)",
+], ids=["memory", "passes", "salt", "not-json", "not-object", "short-wrap", "short-check"])
+def test_damaged_key_records_fail_fast_with_6(run: Run, ok: Run, db_conn, change: str) -> None:
+    env = {"SESSCTL_PASSPHRASE": "correct horse battery staple"}
+    ok("send", "-s", "p", "secret", env=env)
+    c = db_conn()
+    c.execute(change)
+    c.close()
+    r = run("show", "p", env=env)
+    assert r.exit_code == 6, r.stderr
+    assert r.stderr.startswith("sessctl: error: ") and len(r.stderr.splitlines()) == 1

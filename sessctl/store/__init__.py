@@ -86,6 +86,9 @@ class Store:
         # `key rotate --reencrypt` never seals a value under the retired key.
         self._dek_check: bytes | None = None
         self._open: Callable[[bytes, bytes], str] | None = None  # cipher.opener(), for reads
+        # Where warnings go (the App sets its notice; the library's goes to logging).
+        self.notice: Callable[[str], None] = lambda message: None
+        self._warned = False
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -182,8 +185,26 @@ class Store:
                 raise CryptoError(
                     f"{self.location} is protected by a passphrase: set SESSCTL_PASSPHRASE"
                 )
-            return crypto.kek_from_passphrase(passphrase, json.loads(ring["kdf"]))
-        return crypto.kek_from_file(self.config.key_file, create=False)
+            try:
+                kdf = json.loads(ring["kdf"]) if isinstance(ring["kdf"], str) else None
+            except ValueError:
+                kdf = None
+            return crypto.kek_from_passphrase(passphrase, kdf)
+        kek = crypto.kek_from_file(self.config.key_file, create=False)
+        self._warn_if_shared(self.config.key_file)
+        return kek
+
+    def _warn_if_shared(self, path: Any) -> None:
+        """A key file others can read is a warning on every use: the database is only
+        as private as its key (doctor fails on it; this says it where people look)."""
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return
+        if mode & 0o077 and not self._warned:
+            self._warned = True
+            self.notice(f"warning: key file {path} is readable by others (mode {mode & 0o777:04o}); "
+                        f"run `chmod 600 {path}`")
 
     def new_kek(self) -> crypto.Kek:
         """The KEK for a new wrap: the passphrase when one is set, else the key file."""
