@@ -2,7 +2,7 @@
 
 A provider turns a ChatRequest (system prompt, alternating user/assistant history
 ending with the new user message, per-call options) into a ChatReply. It is async so
-one `send` can call many sessions concurrently over a single httpx.AsyncClient; the
+one `send` can call many sessions concurrently over a single transport.Client; the
 echo provider ignores the client. Streaming providers call `on_text` with each piece
 of text as it arrives; the ChatReply always carries the complete text.
 
@@ -10,12 +10,11 @@ On failure a provider raises sessctl.errors.ProviderError with a one-line messag
 naming the provider, the HTTP status and the endpoint's own error text, and with
 `partial` set to whatever reply text arrived before the failure.
 
-This module must stay cheap to import: no httpx at module level.
+This module must stay cheap to import: no HTTP code at module level.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -25,9 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sessctl.config import ProviderConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-    import ssl
-
-    import httpx
+    from sessctl.providers.transport import Client
 
 OnText = Callable[[str], None]
 
@@ -107,7 +104,7 @@ class Provider(ABC):
     async def chat(
         self,
         request: ChatRequest,
-        client: httpx.AsyncClient | None,
+        client: Client | None,
         on_text: OnText | None = None,
     ) -> ChatReply:
         """Call the endpoint; raise ProviderError on failure (after retries)."""
@@ -123,7 +120,7 @@ class Provider(ABC):
         """Raise UsageError when a call cannot even be tried (a missing API key, a bad
         base_url): the user's to fix, so `send` refuses before storing anything."""
 
-    async def check(self, client: httpx.AsyncClient | None) -> str:
+    async def check(self, client: Client | None) -> str:
         """Reachability and auth in one short line (`providers test`); raises ProviderError."""
         return "ok"
 
@@ -145,20 +142,11 @@ def make_provider(config: ProviderConfig, env: Mapping[str, str]) -> Provider:
     raise ValueError(f"unknown provider kind {config.kind!r}")  # config.py validates kinds
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """httpx's default verifying context (certifi, or SSL_CERT_FILE/SSL_CERT_DIR), built
-    once per process: loading the CA bundle costs ~50 ms, which an embedding program or
-    the test suite would otherwise pay on every send."""
-    import httpx
+def open_client(max_connections: int) -> Client:
+    """One shared client for a `send` (or `providers test`); per-call timeouts come from
+    each provider. Plain http to a direct host goes over asyncio, anything else over
+    httpx (providers/transport.py). Proxy variables (HTTP_PROXY, HTTPS_PROXY, NO_PROXY)
+    are honoured, as users of HTTP tools expect."""
+    from sessctl.providers.transport import Client
 
-    return httpx.create_ssl_context()
-
-
-def open_client(max_connections: int) -> httpx.AsyncClient:
-    """One shared AsyncClient for a `send`; per-call timeouts come from each provider.
-    Proxy variables (HTTPS_PROXY, NO_PROXY) are honoured, as users of HTTP tools expect."""
-    import httpx
-
-    limits = httpx.Limits(max_connections=max(1, max_connections), max_keepalive_connections=max(1, max_connections))
-    return httpx.AsyncClient(limits=limits, follow_redirects=False, verify=_tls_context())
+    return Client(max_connections)

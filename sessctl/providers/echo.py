@@ -20,7 +20,7 @@ from sessctl.providers.base import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    import httpx
+    from sessctl.providers.transport import Client
 
 
 class EchoProvider(Provider):
@@ -42,7 +42,7 @@ class EchoProvider(Provider):
     async def chat(
         self,
         request: ChatRequest,
-        client: httpx.AsyncClient | None,
+        client: Client | None,
         on_text: OnText | None = None,
     ) -> ChatReply:
         start = time.perf_counter()
@@ -64,5 +64,5 @@ class EchoProvider(Provider):
             finish_reason="stop",
         )
 
-    async def check(self, client: httpx.AsyncClient | None) -> str:
+    async def check(self, client: Client | None) -> str:
         return "ok (built in, no network)"

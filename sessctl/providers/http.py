@@ -18,8 +18,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-import httpx
-
 from sessctl.errors import ProviderError, UsageError
 from sessctl.providers.base import (
     MIN_SECRET_LEN,
@@ -40,6 +38,16 @@ from sessctl.providers.policy import (
     retry_after_seconds,
 )
 from sessctl.providers.sse import SSEDecoder, SSEEvent
+from sessctl.providers.transport import (
+    Client,
+    ConnectFailed,
+    ConnectionLost,
+    ConnectTimeout,
+    ReadTimeout,
+    Response,
+    Timeouts,
+    TransportError,
+)
 
 T = TypeVar("T")
 
@@ -133,11 +141,17 @@ def ms_since(start: float) -> int:
 
 
 def _transport_reason(exc: BaseException) -> str:
-    """httpx's message, or the OS error underneath when httpx's says little."""
+    """The transport's message, or the OS error underneath when that says little."""
+    import ssl  # loaded already (asyncio imports it); here only for the isinstance
+
     text = str(exc)
     cause = exc.__cause__ or exc.__context__
     seen = 0
     while cause is not None and seen < 5:
+        if isinstance(cause, ssl.SSLError):
+            # An OSError too, with errno 1, which strerror would word "Operation not
+            # permitted"; its own text says what failed (CERTIFICATE_VERIFY_FAILED...).
+            return one_line(str(cause))
         if isinstance(cause, OSError) and (cause.errno or cause.strerror):
             # asyncio words a refusal "Connect call failed (addr)"; the errno says why.
             if isinstance(cause.errno, int) and cause.errno > 0:
@@ -258,10 +272,10 @@ class HTTPProvider(Provider):
             headers.update(self.auth_headers(key))
         return headers
 
-    def timeout(self) -> httpx.Timeout:
+    def timeout(self) -> Timeouts:
         # read also bounds the gap between two chunks of a stream, which keep-alive
-        # comments reset; write and pool get the read budget, connect its own.
-        return httpx.Timeout(self.config.read_timeout, connect=self.config.connect_timeout)
+        # comments reset; writes get the read budget, connect its own.
+        return Timeouts(connect=self.config.connect_timeout, read=self.config.read_timeout)
 
     def error(self, url: str, detail: str, *, key: str | None, status: int | None = None,
               partial: str = "") -> ProviderError:
@@ -270,7 +284,7 @@ class HTTPProvider(Provider):
         message, _ = scrub(f"provider {self.name!r} ({url}): {detail}", secrets, "[REDACTED]")
         return ProviderError(one_line(message, limit=500), partial=partial, status=status)
 
-    def http_failure(self, response: httpx.Response, raw: bytes) -> tuple[str, bool, float | None]:
+    def http_failure(self, response: Response, raw: bytes) -> tuple[str, bool, float | None]:
         """(detail, retryable, wait) for a non-2xx response."""
         status = response.status_code
         try:
@@ -288,11 +302,11 @@ class HTTPProvider(Provider):
         return detail, retryable, retry_after_seconds(response.headers)
 
     @asynccontextmanager
-    async def _client(self, client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+    async def _client(self, client: Client | None) -> AsyncIterator[Client]:
         if client is not None:
             yield client
             return
-        async with httpx.AsyncClient() as own:
+        async with Client(1) as own:
             yield own
 
     async def with_retries(self, url: str, key: str | None, attempt: Callable[[], Awaitable[T]],
@@ -321,7 +335,7 @@ class HTTPProvider(Provider):
 
     # ---- chat
 
-    async def chat(self, request: ChatRequest, client: httpx.AsyncClient | None,
+    async def chat(self, request: ChatRequest, client: Client | None,
                    on_text: OnText | None = None) -> ChatReply:
         url = self.endpoint()
         key = self.api_key()  # before any I/O: a missing key is a usage error
@@ -333,13 +347,13 @@ class HTTPProvider(Provider):
                 url, key, lambda: self._chat_once(http, url, key, headers, payload, request, on_text)
             )
 
-    async def _chat_once(self, http: httpx.AsyncClient, url: str, key: str | None,
+    async def _chat_once(self, http: Client, url: str, key: str | None,
                          headers: dict[str, str], payload: bytes, request: ChatRequest,
                          on_text: OnText | None) -> ChatReply:
         state = StreamState(started=time.perf_counter())
         try:
             async with http.stream("POST", url, content=payload, headers=headers,
-                                   timeout=self.timeout()) as response:
+                                   timeouts=self.timeout()) as response:
                 if not response.is_success:
                     raw = await response.aread()
                     detail, retryable, wait = self.http_failure(response, raw)
@@ -350,17 +364,17 @@ class HTTPProvider(Provider):
                 if request.stream and "text/event-stream" in ctype:
                     return await self._read_stream(response, url, key, request, state, on_text)
                 raw = await response.aread()
-        except httpx.TimeoutException as exc:
-            what = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
+        except (ConnectTimeout, ReadTimeout) as exc:
+            what = "connect" if isinstance(exc, ConnectTimeout) else "read"
             limit = self.config.connect_timeout if what == "connect" else self.config.read_timeout
             self._give_up_if_text(url, key, state, f"{what} timeout ({limit:g} s) mid-stream")
             raise _Retryable(f"no response within the {what} timeout ({limit:g} s)") from None
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        except (ConnectFailed, ConnectionLost) as exc:
             reason = _transport_reason(exc)
             self._give_up_if_text(url, key, state, f"connection lost mid-stream: {reason}")
-            verb = "cannot connect" if isinstance(exc, httpx.ConnectError) else "connection failed"
+            verb = "cannot connect" if isinstance(exc, ConnectFailed) else "connection failed"
             raise _Retryable(f"{verb}: {reason}") from None
-        except httpx.HTTPError as exc:  # bad URL, proxy trouble, protocol misuse: not transient
+        except TransportError as exc:  # bad URL, proxy trouble, protocol misuse: not transient
             raise self.error(url, f"request failed: {_transport_reason(exc)}", key=key) from None
 
         # A complete non-streamed body (also what a server that ignores stream=true sends).
@@ -386,7 +400,7 @@ class HTTPProvider(Provider):
         if state.parts:
             raise self.error(url, detail + self._incomplete(state), key=key, partial=state.text) from None
 
-    async def _read_stream(self, response: httpx.Response, url: str, key: str | None,
+    async def _read_stream(self, response: Response, url: str, key: str | None,
                            request: ChatRequest, state: StreamState,
                            on_text: OnText | None) -> ChatReply:
         decoder = SSEDecoder()
@@ -438,7 +452,7 @@ class HTTPProvider(Provider):
 
     # ---- providers test
 
-    async def check(self, client: httpx.AsyncClient | None) -> str:
+    async def check(self, client: Client | None) -> str:
         """GET the models list once (no retries: a probe should answer fast)."""
         url = self.models_url()
         key = self.api_key()
@@ -448,21 +462,22 @@ class HTTPProvider(Provider):
         async def once() -> str:
             started = time.perf_counter()
             try:
-                response = await http.get(url, headers=headers, timeout=self.timeout())
-            except httpx.TimeoutException:
+                async with http.stream("GET", url, headers=headers, timeouts=self.timeout()) as response:
+                    raw = await response.aread()
+            except (ConnectTimeout, ReadTimeout):
                 raise _Retryable("no response within the timeout") from None
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 raise _Retryable(f"cannot connect: {_transport_reason(exc)}") from None
             ms = ms_since(started)
             if not response.is_success:
-                detail, _, _ = self.http_failure(response, response.content)
+                detail, _, _ = self.http_failure(response, raw)
                 raise self.error(url, detail, key=key, status=response.status_code)
             try:
-                data = response.json()
+                data = json.loads(raw)
                 models = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
             except (ValueError, AttributeError):
                 raise self.error(url, f"malformed JSON in the models list: "
-                                 f"{body_excerpt(response.content, 120)!r}", key=key) from None
+                                 f"{body_excerpt(raw, 120)!r}", key=key) from None
             line = f"ok in {ms} ms, {len(models)} model{'s' if len(models) != 1 else ''}"
             if self.config.model:
                 listed = "listed" if self.config.model in models else "not listed"
