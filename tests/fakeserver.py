@@ -128,13 +128,15 @@ class ErrorReply:
 @dataclass
 class RawReply:
     """Exact bytes. `body` (dict/list are JSON-encoded) with Content-Length, or `chunks`
-    sent one by one with chunked encoding; `cut` drops the connection after the chunks."""
+    sent one by one with chunked encoding; `cut` drops the connection after the chunks.
+    `chunks` may be a generator: an endless stream, a body trickling a byte at a time
+    (with chunk_delay); the server stops writing when the client hangs up."""
 
     status: int = 200
     body: bytes | str | dict[str, Any] | list[Any] = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
-    chunks: Sequence[bytes | str] | None = None
+    chunks: Iterable[bytes | str] | None = None
     chunk_delay: float = 0.0
     cut: bool = False
     delay: float = 0.0

@@ -336,7 +336,9 @@ def test_a_server_that_ignores_stream_true_still_reaches_on_text() -> None:
         server.enqueue(RawReply(body={"model": "m", "choices": [
             {"index": 0, "message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}]}))
         reply = chat(provider_for("openai", server), request(stream=True), pieces)
-    assert pieces == ["whole"] and reply.text == "whole"
+    # Delivered at once, though maybe in two pieces: the key-scrubber holds back a tail
+    # that could begin a key ("e" is in this one) until the end.
+    assert "".join(pieces) == "whole" and reply.text == "whole" and len(pieces) <= 2
 
 
 def test_concurrent_chats_share_one_client() -> None:

@@ -48,7 +48,8 @@ def test_list_json(ok: Run, paths: Paths, fake_llm: FakeLLMServer) -> None:
     assert data["claude"] == {
         "name": "claude", "kind": "anthropic", "model": "claude-sonnet-4-5", "base_url": fake_llm.url,
         "api_key_env": KEY_ENV, "api_key_set": True, "default": True, "connect_timeout": 1.0,
-        "read_timeout": 2.0, "max_retries": 2, "max_context_messages": 20, "max_context_tokens": None,
+        "read_timeout": 2.0, "total_timeout": 600.0, "max_reply_bytes": 32 * 1024 * 1024,
+        "max_retries": 2, "max_context_messages": 20, "max_context_tokens": None,
         "options": {}, "header_names": [], "headers_env": {},
     }
     assert data["local"]["api_key_env"] is None and data["local"]["api_key_set"] is None

@@ -49,10 +49,15 @@ class EchoProvider(Provider):
         text = request.messages[-1].content if request.messages else ""
         first_ms = None
         if on_text is not None and request.stream:
+            # Scrubbed like any provider's stream: a key the user pasted is not echoed
+            # back to the screen (the stored copies are scrubbed as well).
+            shown, flush = self.shown(on_text)
+            assert shown is not None
             for piece in re.findall(r"\S+\s*|\s+", text):
                 if first_ms is None:
                     first_ms = int((time.perf_counter() - start) * 1000)
-                on_text(piece)
+                shown(piece)
+            flush()
         return ChatReply(
             text=text,
             model=request.model,

@@ -104,8 +104,14 @@ def merge_options(config_options: Mapping[str, Any], request_options: Mapping[st
 # --------------------------------------------------------------------------- error text
 
 
+# Control characters (an endpoint's error text could move the cursor or recolour the
+# terminal it is printed on) and lone surrogates (UTF-8 cannot encode them: printing
+# the line would crash).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
+    text = _UNPRINTABLE.sub("\ufffd", " ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
