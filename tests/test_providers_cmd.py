@@ -118,6 +118,7 @@ def test_the_readme_config_example_is_valid(ok: Run, paths: Paths) -> None:
     data = {p["name"]: p for p in ok("providers", "list", "--json").json()}
     assert data["openai"]["default"] is True
     assert (data["claude"]["read_timeout"], data["claude"]["max_retries"]) == (120.0, 3)
+    assert (data["claude"]["total_timeout"], data["claude"]["max_reply_bytes"]) == (600.0, 32 * 1024 * 1024)
     assert data["claude"]["options"] == {"temperature": 0.3, "max_tokens": 2048}
     assert data["azure"]["headers_env"] == {"api-key": "AZURE_OPENAI_KEY"}
     assert data["azure"]["header_names"] == ["x-team"]
