@@ -265,7 +265,9 @@ def fuzz_llm(fake_llm: FakeLLMServer) -> FakeLLMServer:
 def replies(draw: st.DrawFn) -> tuple[str, bool, RawReply]:
     api = draw(st.sampled_from(APIS))
     if draw(st.booleans()):
-        return api, False, RawReply(200, draw(bodies(api)))
+        # Mostly 200s; error statuses too, whose bodies are read for their message.
+        status = draw(st.sampled_from([200, 200, 200, 400, 401, 429, 500, 529]))
+        return api, False, RawReply(status, draw(bodies(api)))
     raw = _sse(draw(event_streams(api)))
     pieces = sorted(draw(st.lists(st.integers(min_value=0, max_value=len(raw)), max_size=3)))
     chunks = [raw[a:b] for a, b in itertools.pairwise([0, *pieces, len(raw)]) if b > a]

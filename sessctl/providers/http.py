@@ -279,8 +279,8 @@ class HTTPProvider(Provider):
         """(detail, retryable, wait) for a non-2xx response."""
         status = response.status_code
         try:
-            message = error_message_from_json(json.loads(raw)) if raw else None
-        except ValueError:
+            message = error_message_from_json(load_json(raw, "the error")) if raw else None
+        except BadReply:  # not JSON, or nested too deep to parse: shown as text below
             message = None
         if message is None and raw:
             message = body_excerpt(raw) or None  # an HTML page, or JSON of an unknown shape
