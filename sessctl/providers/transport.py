@@ -157,7 +157,7 @@ def _plain_target(url: str) -> _Target | None:
         return None
     try:
         parts = urlsplit(url)
-        port = parts.port or 80
+        port = 80 if parts.port is None else parts.port
     except ValueError:
         return None
     host = parts.hostname
@@ -294,17 +294,22 @@ class _PlainResponse(Response):
             if decoder is None:
                 yield data
                 continue
-            try:
-                # max_length bounds each piece: a small compressed body can inflate
-                # to gigabytes, and the provider's size limit must see it grow.
-                out = decoder.decompress(data, READ_SIZE)
-                while out:
-                    yield out
-                    out = decoder.decompress(decoder.unconsumed_tail, READ_SIZE)
-            except Exception as exc:  # zlib.error: zlib itself is imported lazily
-                raise RequestFailed(f"cannot decode the {self.headers.get('content-encoding')} body: {exc}") from None
-        if decoder is not None and (rest := decoder.flush()):
+            # max_length bounds each piece: a small compressed body can inflate to
+            # gigabytes, and the provider's size limit must see it grow.
+            out = self._inflate(decoder, data)
+            while out:
+                yield out
+                out = self._inflate(decoder, decoder.unconsumed_tail)
+        if decoder is not None and (rest := self._inflate(decoder, None)):
             yield rest
+
+    def _inflate(self, decoder: zlib._Decompress, data: bytes | None) -> bytes:
+        """The next piece of decoded body (`data` None: what is left at the end)."""
+        try:
+            return decoder.flush() if data is None else decoder.decompress(data, READ_SIZE)
+        except Exception as exc:  # zlib.error; zlib itself is imported only when needed
+            encoding = self.headers.get("content-encoding")
+            raise RequestFailed(f"cannot decode the {encoding} body: {exc}") from None
 
 
 def _decoder(encoding: str) -> zlib._Decompress | None:
