@@ -10,10 +10,11 @@ Resolution order, most specific first:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -44,8 +45,21 @@ _PROVIDER_KEYS = {
     "kind", "base_url", "api_key_env", "model", "connect_timeout", "read_timeout",
     "max_retries", "backoff_base", "backoff_max", "options", "headers",
     "max_context_messages", "max_context_tokens", "anthropic_version", "stream_usage",
-    "headers_env",
+    "headers_env", "total_timeout", "max_reply_bytes",
 }
+
+# Defaults for the two limits on one call (README, "Providers").
+# 10 minutes: long enough for a long answer from a slow reasoning model, short enough
+# that a stuck endpoint (a byte every few seconds, keep-alives forever) frees a cron job.
+DEFAULT_TOTAL_TIMEOUT = 600.0
+# 32 MiB of response body: a streamed reply costs ~200 bytes of SSE framing per token,
+# so this still holds a 100k-token answer, while a runaway or hostile endpoint cannot
+# fill memory and the database.
+DEFAULT_MAX_REPLY_BYTES = 32 * 1024 * 1024
+
+# Seconds, > 0 (a zero or negative timeout would fail every call); backoffs may be 0.
+_POSITIVE_SECONDS = ("connect_timeout", "read_timeout", "total_timeout")
+_SECONDS = ("backoff_base", "backoff_max")
 
 # Header names that carry credentials. Their values must not sit in config.toml (like
 # api_key): `headers_env` names the environment variable that holds each instead.
@@ -64,6 +78,10 @@ class ProviderConfig:
     max_retries: int = 3
     backoff_base: float = 0.5
     backoff_max: float = 30.0
+    # The most one call may take, retries and their waits included, and the most
+    # response body it may read (bytes, as received: JSON or the whole SSE stream).
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # Kept out of repr all the same: a repr can reach a log or a traceback.
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
@@ -75,6 +93,10 @@ class ProviderConfig:
     # OpenAI-compatible streams: ask for usage with stream_options.include_usage. Off for
     # servers that reject the field; usage is then estimated.
     stream_usage: bool = True
+    # Every environment variable any configured provider reads a secret from (keys,
+    # headers_env), filled in by load(): a reply can quote any of the user's keys, so
+    # each provider scrubs them all.
+    secret_envs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -229,6 +251,8 @@ def _provider(name: str, raw: Mapping[str, Any], where: str) -> ProviderConfig:
         )
     if kind != "echo" and not raw.get("base_url"):
         raise UsageError(f"{where}: [providers.{name}] needs base_url")
+    if kind != "echo":
+        _check_base_url(raw["base_url"], f"{where}: [providers.{name}] base_url")
     kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k not in {"options", "headers", "headers_env"}}
     for table in ("options", "headers", "headers_env"):
         if not isinstance(raw.get(table) or {}, dict):
@@ -243,9 +267,15 @@ def _provider(name: str, raw: Mapping[str, Any], where: str) -> ProviderConfig:
     headers_env = {str(k): str(v) for k, v in (raw.get("headers_env") or {}).items()}
     if kind == "echo":
         kwargs.setdefault("model", "echo")
-    for key in ("connect_timeout", "read_timeout", "backoff_base", "backoff_max"):
+    for key in (*_POSITIVE_SECONDS, *_SECONDS):
         if key in kwargs:
-            kwargs[key] = float(kwargs[key])
+            kwargs[key] = _seconds(kwargs[key], f"{where}: [providers.{name}] {key}",
+                                   positive=key in _POSITIVE_SECONDS)
+    if "max_reply_bytes" in kwargs:
+        value = kwargs["max_reply_bytes"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1024:
+            raise UsageError(f"{where}: [providers.{name}] max_reply_bytes must be a whole number of bytes "
+                             f">= 1024 (default {DEFAULT_MAX_REPLY_BYTES}, 32 MiB)")
     if "stream_usage" in kwargs and not isinstance(kwargs["stream_usage"], bool):
         raise UsageError(f"{where}: [providers.{name}] stream_usage must be true or false")
     for key in ("max_retries", "max_context_messages", "max_context_tokens"):
@@ -259,6 +289,33 @@ def _provider(name: str, raw: Mapping[str, Any], where: str) -> ProviderConfig:
         headers_env=MappingProxyType(headers_env),
         **kwargs,
     )
+
+
+def _seconds(value: Any, what: str, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (positive and value == 0):
+        raise UsageError(f"{what} must be a number of seconds {'> 0' if positive else '>= 0'} (got {value!r})")
+    return float(value)
+
+
+def _check_base_url(url: Any, what: str) -> None:
+    """A base_url that can work, without credentials in it: user:password@ would be shown
+    by `providers list` and in every error line naming the endpoint. The message never
+    repeats the URL, which may hold the password."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str):
+        raise UsageError(f"{what} must be a string")
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise UsageError(f"{what} is not a valid URL (check the host and the port, 1-65535)") from None
+    if "@" in parts.netloc:
+        raise UsageError(f"{what} must not hold a user name or password (user:password@...); put the "
+                         "credential in an environment variable and name it with api_key_env or headers_env")
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{what} must be an http:// or https:// URL with a host")
 
 
 def load(
@@ -302,6 +359,9 @@ def load(
         base = builtin if table.get("kind", builtin.get("kind")) == builtin.get("kind") else {}
         providers_raw[name] = {**base, **table}
     providers = {name: _provider(name, table, where) for name, table in providers_raw.items()}
+    secret_envs = tuple(sorted({var for p in providers.values() if p.kind != "echo"
+                                for var in (p.api_key_env, *p.headers_env.values()) if var}))
+    providers = {name: replace(p, secret_envs=secret_envs) for name, p in providers.items()}
 
     default_provider = raw.get("default_provider")
     if default_provider is not None and default_provider not in providers:

@@ -28,6 +28,8 @@ class ProviderInfo:
     default: bool
     connect_timeout: float
     read_timeout: float
+    total_timeout: float
+    max_reply_bytes: int
     max_retries: int
     max_context_messages: int | None
     max_context_tokens: int | None
@@ -65,7 +67,8 @@ def describe(app: App) -> list[ProviderInfo]:
             api_key_set=bool((app.env.get(p.api_key_env) or "").strip()) if p.api_key_env and p.kind != "echo"
             else None,
             default=name == default,
-            connect_timeout=p.connect_timeout, read_timeout=p.read_timeout, max_retries=p.max_retries,
+            connect_timeout=p.connect_timeout, read_timeout=p.read_timeout, total_timeout=p.total_timeout,
+            max_reply_bytes=p.max_reply_bytes, max_retries=p.max_retries,
             max_context_messages=p.max_context_messages, max_context_tokens=p.max_context_tokens,
             options=dict(p.options), header_names=sorted(h.lower() for h in p.headers),
             headers_env={k.lower(): v for k, v in sorted(p.headers_env.items())},

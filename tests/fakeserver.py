@@ -54,7 +54,8 @@ auth (Bearer / x-api-key) and answer 401 in the API's shape when it is wrong.
 
 Recorded requests: `server.requests` (a snapshot list of RecordedRequest: method, path,
 query, headers with lower-case names, raw body, parsed json, received_at from
-time.monotonic(), api "openai" | "anthropic" | None). `server.errors` lists unexpected
+time.monotonic(), api "openai" | "anthropic" | None, client_port, and target, the
+request line's target as sent: absolute-form when it came through a proxy). `server.errors` lists unexpected
 exceptions inside the server (clients hanging up are not errors); a test can assert it
 is empty. `unused_port_url()` gives a URL nothing listens on (connection refused).
 """
@@ -64,6 +65,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -126,13 +128,15 @@ class ErrorReply:
 @dataclass
 class RawReply:
     """Exact bytes. `body` (dict/list are JSON-encoded) with Content-Length, or `chunks`
-    sent one by one with chunked encoding; `cut` drops the connection after the chunks."""
+    sent one by one with chunked encoding; `cut` drops the connection after the chunks.
+    `chunks` may be a generator: an endless stream, a body trickling a byte at a time
+    (with chunk_delay); the server stops writing when the client hangs up."""
 
     status: int = 200
     body: bytes | str | dict[str, Any] | list[Any] = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
-    chunks: Sequence[bytes | str] | None = None
+    chunks: Iterable[bytes | str] | None = None
     chunk_delay: float = 0.0
     cut: bool = False
     delay: float = 0.0
@@ -158,6 +162,8 @@ class RecordedRequest:
     json: Any  # the parsed body, or None when it is not JSON
     received_at: float  # time.monotonic()
     api: str | None  # "openai" | "anthropic" | None (models list, unknown paths)
+    client_port: int = 0  # the client's end of the connection: equal ports, one connection
+    target: str = ""  # the request line's target as sent (absolute-form through a proxy)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -245,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
             api = None
         headers = {k.lower(): v for k, v in self.headers.items()}
         request = RecordedRequest(self.command, path, url.query, headers, body, parsed,
-                                  time.monotonic(), api)
+                                  time.monotonic(), api, self.client_address[1], self.path)
         reply = fake._record_and_pick(request)
         try:
             fake._sleep(fake.delay + reply.delay)
@@ -506,6 +512,16 @@ class _Server(ThreadingHTTPServer):
         self.fake._track(request, True)
         super().process_request(request, client_address)
 
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.fake.tls is not None:
+            # The TLS handshake runs here, in the connection's own thread, so a client
+            # that refuses the certificate does not hold up the accept loop.
+            try:
+                request = self.fake.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return  # what a certificate check in the client looks like from here
+        super().finish_request(request, client_address)
+
     def shutdown_request(self, request: Any) -> None:
         self.fake._track(request, False)
         super().shutdown_request(request)
@@ -525,16 +541,19 @@ class _Server(ThreadingHTTPServer):
 class FakeLLMServer:
     """A scriptable OpenAI + Anthropic endpoint on 127.0.0.1:<ephemeral>; see the module doc.
 
-    FakeLLMServer(*, delay=0.0, api_key=None, default=None, models=(...))
+    FakeLLMServer(*, delay=0.0, api_key=None, default=None, models=(...), tls=None)
       delay     seconds added before every response (settable later as `server.delay`)
       api_key   when set, requests without this key get a 401 in the API's shape
       default   the reply when nothing queued matches (default: TextReply(), an echo)
       models    ids the models list returns
+      tls       a server-side ssl.SSLContext: speak HTTPS (tests/tlskit.py makes one)
     """
 
     def __init__(self, *, delay: float = 0.0, api_key: str | None = None,
                  default: Reply | None = None,
-                 models: Sequence[str] = ("fake-model", "gpt-4o-mini", "claude-sonnet-4-5")) -> None:
+                 models: Sequence[str] = ("fake-model", "gpt-4o-mini", "claude-sonnet-4-5"),
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
         self.delay = delay
         self.api_key = api_key
         self.default: Reply = default if default is not None else TextReply()
@@ -595,8 +614,8 @@ class FakeLLMServer:
 
     @property
     def url(self) -> str:
-        """http://127.0.0.1:PORT (no trailing slash)."""
-        return f"http://127.0.0.1:{self.port}"
+        """http://127.0.0.1:PORT, or https:// with tls (no trailing slash)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def openai_base_url(self) -> str:

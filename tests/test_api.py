@@ -200,7 +200,7 @@ def test_a_cancelled_async_send_keeps_the_message(paths: Paths, fake_llm: FakeLL
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert pieces == ["partial "]
+            assert "partial ".startswith("".join(pieces)) and pieces
 
     try:
         asyncio.run(main())
@@ -216,7 +216,9 @@ def test_stream_yields_pieces_and_stores_the_whole_reply(paths: Paths, fake_llm:
     fake_llm.enqueue(TextReply("Hello there, friend", pieces=["Hel", "lo there", ", friend"]))
     with sessctl.open() as store:
         stream = store.stream("s", "greet me")
-        assert list(stream) == ["Hel", "lo there", ", friend"]
+        pieces = list(stream)
+        # Pieces as they arrive (the key scrubber may hold back a tail until the next one).
+        assert "".join(pieces) == "Hello there, friend" and len(pieces) >= 2
         assert stream.reply is not None and stream.reply.content == "Hello there, friend"
         assert [m.content for m in store.messages("s")] == ["greet me", "Hello there, friend"]
         # Leaving early stops the call and keeps what arrived, marked incomplete.
@@ -224,7 +226,7 @@ def test_stream_yields_pieces_and_stores_the_whole_reply(paths: Paths, fake_llm:
         fake_llm.enqueue(TextReply("one two three", pieces=["one ", "two ", "three"], hold=release))
         stream = store.stream("s", "again")
         for piece in stream:
-            assert piece == "one "
+            assert "one ".startswith(piece)
             break
         release.set()
         assert [(m.content, m.status) for m in store.messages("s")[2:]] == [

@@ -48,7 +48,8 @@ def test_list_json(ok: Run, paths: Paths, fake_llm: FakeLLMServer) -> None:
     assert data["claude"] == {
         "name": "claude", "kind": "anthropic", "model": "claude-sonnet-4-5", "base_url": fake_llm.url,
         "api_key_env": KEY_ENV, "api_key_set": True, "default": True, "connect_timeout": 1.0,
-        "read_timeout": 2.0, "max_retries": 2, "max_context_messages": 20, "max_context_tokens": None,
+        "read_timeout": 2.0, "total_timeout": 600.0, "max_reply_bytes": 32 * 1024 * 1024,
+        "max_retries": 2, "max_context_messages": 20, "max_context_tokens": None,
         "options": {}, "header_names": [], "headers_env": {},
     }
     assert data["local"]["api_key_env"] is None and data["local"]["api_key_set"] is None
@@ -117,6 +118,7 @@ def test_the_readme_config_example_is_valid(ok: Run, paths: Paths) -> None:
     data = {p["name"]: p for p in ok("providers", "list", "--json").json()}
     assert data["openai"]["default"] is True
     assert (data["claude"]["read_timeout"], data["claude"]["max_retries"]) == (120.0, 3)
+    assert (data["claude"]["total_timeout"], data["claude"]["max_reply_bytes"]) == (600.0, 32 * 1024 * 1024)
     assert data["claude"]["options"] == {"temperature": 0.3, "max_tokens": 2048}
     assert data["azure"]["headers_env"] == {"api-key": "AZURE_OPENAI_KEY"}
     assert data["azure"]["header_names"] == ["x-team"]

@@ -162,3 +162,85 @@ def test_header_values_stay_out_of_reprs(paths: Paths, fake_llm: FakeLLMServer) 
     cfg = config_mod.load(env={"AZ_KEY": AZURE_KEY, "XDG_CONFIG_HOME": str(paths.config_dir)})
     assert "tenant-hush-4412" not in repr(cfg) and AZURE_KEY not in repr(cfg)
     assert cfg.providers["azure"].headers == {"X-Tenant": "tenant-hush-4412"}
+
+
+# --------------------------------------------------------------------------- partial and other keys (issue 11)
+
+
+def _no_run_of(text: str, secret: str, run: int = 12) -> None:
+    """Not even `run` characters of `secret` in a row (the scrubbing threshold)."""
+    for i in range(len(secret) - run + 1):
+        assert secret[i:i + run] not in text, secret[i:i + run]
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_partial_echo_of_the_key_is_scrubbed_from_errors(api: str, run: Run, paths: Paths,
+                                                           fake_llm: FakeLLMServer) -> None:
+    configure(paths, fake_llm, api)
+    # Most of the key, with its middle masked: each visible run is 12+ characters.
+    echoed = f"{KEY[:15]}****{KEY[19:]}"
+    fake_llm.enqueue(ErrorReply(401, f"Incorrect API key provided: {echoed}. Check it."))
+    r = run("send", "-s", "p", "hi")
+    assert r.exit_code == 5
+    assert "Incorrect API key provided: [REDACTED]****[REDACTED]. Check it." in r.stderr
+    _no_run_of(r.stderr, KEY)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_stream_output_never_shows_an_echoed_key(api: str, ok: Run, paths: Paths,
+                                                 fake_llm: FakeLLMServer) -> None:
+    configure(paths, fake_llm, api)
+    # Split inside the key, and a partial copy at the very end of the stream.
+    pieces = ["Your key ", KEY[:9], KEY[9:20], KEY[20:], " and again ", KEY[:14]]
+    fake_llm.enqueue(TextReply(pieces=pieces))
+    r = ok("send", "-s", "st", "show my key", "--stream")
+    marker = "[REDACTED:provider_secret]"
+    assert r.stdout == f"Your key {marker} and again {marker}\n"
+    _no_run_of(r.stdout, KEY)
+    [_, reply] = ok("show", "st", "--json").json()["messages"]
+    assert reply["content"] == f"Your key {marker} and again {marker}"
+    assert reply["redactions"] == {"provider_secret": 2}
+
+
+def test_a_key_of_another_configured_provider_is_scrubbed_too(ok: Run, paths: Paths, fake_llm: FakeLLMServer,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    other = "sk-other-provider-AbCdEf0123456789XyZ"
+    monkeypatch.setenv("OTHER_LLM_KEY", other)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-builtin-provider-key-0123456789")
+    configure(paths, fake_llm, "openai", extra=provider_table("other", "anthropic", base_url(fake_llm, "anthropic"),
+                                                              api_key_env="OTHER_LLM_KEY"))
+    fake_llm.enqueue(TextReply(pieces=["The other key is ", other[:10], other[10:], ", right?"]))
+    r = ok("send", "-s", "o", "and the built-in one: sk-ant-api03-builtin-provider-key-0123456789", "--stream")
+    assert other not in r.stdout and "[REDACTED:provider_secret]" in r.stdout
+    exported = ok("export", "o").stdout
+    db = _db_bytes(paths).decode("latin-1")
+    for text in (r.stdout, exported, db):
+        _no_run_of(text, other)
+        _no_run_of(text, "sk-ant-api03-builtin-provider-key-0123456789")
+    [s] = ok("export", "o").json()
+    assert [m["redactions"].get("provider_secret") for m in s["messages"]] == [1, 1]
+
+
+@pytest.mark.parametrize("url", ["http://bob:hunter2-secret@127.0.0.1:9/v1", "https://:hunter2-secret@llm.example/v1",
+                                 "http://hunter2-secret@127.0.0.1:9/v1"])
+def test_a_base_url_with_credentials_is_refused_without_echoing_them(url: str, run: Run, paths: Paths,
+                                                                     fake_llm: FakeLLMServer) -> None:
+    paths.write_config(provider_table("creds", "openai", url))
+    for args in (("providers", "list"), ("send", "-s", "c", "hi", "--provider", "creds"), ("list",)):
+        r = run(*args)
+        assert r.exit_code == 2, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "hunter2" not in r.stderr + r.stdout
+        assert "[providers.creds] base_url must not hold a user name or password" in r.stderr
+    assert chats(fake_llm) == []
+
+
+@pytest.mark.parametrize("url,says", [
+    ("ftp://127.0.0.1/v1", "must be an http:// or https:// URL with a host"),
+    ("http:///v1", "must be an http:// or https:// URL with a host"),
+    ("http://127.0.0.1:70000/v1", "is not a valid URL"),
+    ("http://[::1/v1", "is not a valid URL"),
+])
+def test_a_base_url_that_cannot_work_is_a_usage_error(url: str, says: str, run: Run, paths: Paths) -> None:
+    paths.write_config(provider_table("bad", "openai", url))
+    r = run("providers", "list")
+    assert r.exit_code == 2 and f"[providers.bad] base_url {says}" in r.stderr and r.stderr.count("\n") == 1

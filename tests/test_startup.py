@@ -1,7 +1,9 @@
 """Each command imports only what it needs (every TAB of completion and every script
-call pays for the rest): httpx and provider code only to call a provider, tabulate only
-to print a table, cryptography only to seal or open a value, sqlite-utils never, the
-sanitizer only to store text."""
+call pays for the rest): provider code only to call a provider, and httpx (with
+httpcore, anyio, h11, certifi, and the stdlib's HTTP and email modules it drags in)
+only for https or a proxy, never for a local http endpoint; tabulate only to print a
+table, cryptography only to seal or open a value, sqlite-utils never, the sanitizer
+only to store text."""
 
 from __future__ import annotations
 
@@ -13,11 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from fakeserver import FakeLLMServer
+from sendkit import APIS, configure
+
 from conftest import Paths, Run
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("httpx", "tabulate", "cryptography", "sqlite_utils", "asyncio", "sqlite3", "sessctl.sanitize",
-         "sessctl.providers.openai", "sessctl.providers.anthropic", "tempfile", "secrets")
+HTTPX = ("httpx", "httpcore", "anyio", "h11", "certifi", "idna", "http.client", "http.cookiejar",
+         "urllib.request", "email.utils")
+HEAVY = ("tabulate", "cryptography", "sqlite_utils", "asyncio", "sqlite3", "sessctl.sanitize",
+         "sessctl.providers.openai", "sessctl.providers.anthropic", "sessctl.providers.transport",
+         "tempfile", "secrets", *HTTPX)
 
 _PROBE = """
 import atexit, json, sys
@@ -67,3 +75,18 @@ def test_commands_import_only_what_they_need(paths: Paths, ok: Run, request: pyt
     if data:
         request.getfixturevalue("populated")
     assert _loaded(paths, *args) <= allowed
+
+
+@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+@pytest.mark.parametrize("api", APIS)
+def test_a_send_to_a_local_http_endpoint_imports_no_httpx(api: str, stream: str, paths: Paths, ok: Run,
+                                                          fake_llm: FakeLLMServer) -> None:
+    # Issue 15: httpx and its TLS context cost more than the call itself; plain http
+    # to a local server goes over asyncio (providers/transport.py).
+    configure(paths, fake_llm, api)
+    ok("send", "-s", "a", "first")
+    loaded = _loaded(paths, "send", "-s", "a", stream, "again")
+    assert f"sessctl.providers.{api}" in loaded and "sessctl.providers.transport" in loaded
+    assert loaded <= {"sqlite3", "cryptography", "asyncio", "sessctl.sanitize", f"sessctl.providers.{api}",
+                      "sessctl.providers.transport"}
+    assert [r.json["messages"][-1]["content"] for r in fake_llm.requests[-1:]] == ["again"]

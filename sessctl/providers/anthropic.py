@@ -5,14 +5,14 @@ Differences from the OpenAI shape that matter here: the system prompt is a top-l
 options set it); auth is `x-api-key` plus an `anthropic-version` header; stop strings
 are `stop_sequences` (an OpenAI-style `stop` option is translated, since the API
 rejects unknown fields); a stream is a typed event sequence ending in `message_stop`,
-and the API may report an `error` event in the middle of a 200 stream.
+and the API may report an `error` event in the middle of a 200 stream. Parsing is
+total (shape.py): a reply of any other shape is a BadReply, never a crash.
 
 A base_url that already ends in /v1 is accepted as well as the documented bare host.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sessctl.providers.base import (
@@ -20,8 +20,9 @@ from sessctl.providers.base import (
     ChatRequest,
     OnText,
 )
-from sessctl.providers.http import HTTPProvider, StreamFailure, StreamState, make_reply, usage_int
+from sessctl.providers.http import HTTPProvider, StreamFailure, StreamState, make_reply
 from sessctl.providers.policy import TRANSIENT_ERROR_TYPES, merge_options, one_line
+from sessctl.providers.shape import arr, count, label, load_json, meta, obj, opt_obj, text
 from sessctl.providers.sse import SSEEvent
 
 DEFAULT_MAX_TOKENS = 4096
@@ -30,11 +31,11 @@ RESERVED_OPTIONS = ("model", "messages", "stream", "system")
 
 def _input_tokens(usage: dict[str, Any]) -> int | None:
     """Input tokens including cached ones: `input_tokens` excludes cache reads and writes."""
-    base = usage_int(usage.get("input_tokens"))
+    base = count(usage.get("input_tokens"))
     if base is None:
         return None
-    cached = (usage_int(usage.get("cache_creation_input_tokens")) or 0) + (
-        usage_int(usage.get("cache_read_input_tokens")) or 0
+    cached = (count(usage.get("cache_creation_input_tokens")) or 0) + (
+        count(usage.get("cache_read_input_tokens")) or 0
     )
     return base + cached
 
@@ -74,40 +75,43 @@ class AnthropicProvider(HTTPProvider):
         return body
 
     def parse_reply(self, data: Any, request: ChatRequest, started: float) -> ChatReply:
-        blocks = data["content"]
-        text = "".join(b.get("text") or "" for b in blocks if b.get("type") == "text")
-        usage = data.get("usage") or {}
-        tokens_in, tokens_out = _input_tokens(usage), usage_int(usage.get("output_tokens"))
-        return make_reply(request, text, model=data.get("model"), tokens_in=tokens_in, tokens_out=tokens_out,
-                          started=started, finish_reason=data.get("stop_reason"))
+        reply = obj(data, "the response")
+        blocks = arr(reply.get("content"), "content")
+        content = "".join(text(b.get("text"), f"content[{i}].text") for i, b in enumerate(blocks)
+                          if isinstance(b, dict) and b.get("type") == "text")
+        usage = meta(reply.get("usage"))
+        tokens_in, tokens_out = _input_tokens(usage), count(usage.get("output_tokens"))
+        return make_reply(request, content, model=label(reply.get("model")), tokens_in=tokens_in,
+                          tokens_out=tokens_out, started=started, finish_reason=label(reply.get("stop_reason")))
 
     def handle_event(self, event: SSEEvent, state: StreamState, on_text: OnText | None) -> None:
-        payload = json.loads(event.data)
-        if not isinstance(payload, dict):
-            raise TypeError("event data is not an object")
-        kind = payload.get("type") or event.event
+        payload = obj(load_json(event.data, "the stream"), "a stream event")
+        kind = payload.get("type")
+        if not isinstance(kind, str) or not kind:
+            kind = event.event
         if kind == "message_start":
-            message = payload["message"]
-            state.model = message.get("model") or state.model
-            tokens_in = _input_tokens(message.get("usage") or {})
+            message = obj(payload.get("message"), "message_start's message")
+            state.model = label(message.get("model")) or state.model
+            tokens_in = _input_tokens(meta(message.get("usage")))
             if tokens_in is not None:
                 state.tokens_in = tokens_in
         elif kind == "content_block_start":
-            block = payload.get("content_block") or {}
+            block = opt_obj(payload.get("content_block"), "content_block_start's content_block")
             if block.get("type") == "text":
-                state.add_text(block.get("text") or "", on_text)
+                state.add_text(text(block.get("text"), "content_block_start's text"), on_text)
         elif kind == "content_block_delta":
-            delta = payload["delta"]
+            delta = obj(payload.get("delta"), "content_block_delta's delta")
             if delta.get("type") == "text_delta":
-                state.add_text(delta["text"], on_text)
+                state.add_text(text(delta.get("text"), "a text_delta's text"), on_text)
             # thinking, signature and tool-input deltas are not reply text
         elif kind == "message_delta":
-            delta = payload.get("delta") or {}
-            if delta.get("stop_reason"):
-                state.finish_reason = delta["stop_reason"]
-            usage = payload.get("usage") or {}
+            delta = meta(payload.get("delta"))
+            stop = label(delta.get("stop_reason"))
+            if stop:
+                state.finish_reason = stop
+            usage = meta(payload.get("usage"))
             # message_delta usage is cumulative; newer API versions repeat input there.
-            tokens_in, tokens_out = _input_tokens(usage), usage_int(usage.get("output_tokens"))
+            tokens_in, tokens_out = _input_tokens(usage), count(usage.get("output_tokens"))
             if tokens_in is not None:
                 state.tokens_in = tokens_in
             if tokens_out is not None:
@@ -115,9 +119,9 @@ class AnthropicProvider(HTTPProvider):
         elif kind == "message_stop":
             state.done = True
         elif kind == "error":
-            err = payload.get("error") or {}
-            err_type = err.get("type") if isinstance(err, dict) else None
-            message = (err.get("message") if isinstance(err, dict) else None) or err_type or event.data
+            err = meta(payload.get("error"))
+            err_type = label(err.get("type"))
+            message = err.get("message") or err_type or event.data
             detail = f"error event in the stream: {one_line(str(message))}"
             if err_type and err_type not in str(message):
                 detail += f" ({err_type})"

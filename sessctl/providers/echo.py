@@ -20,7 +20,7 @@ from sessctl.providers.base import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    import httpx
+    from sessctl.providers.transport import Client
 
 
 class EchoProvider(Provider):
@@ -42,17 +42,22 @@ class EchoProvider(Provider):
     async def chat(
         self,
         request: ChatRequest,
-        client: httpx.AsyncClient | None,
+        client: Client | None,
         on_text: OnText | None = None,
     ) -> ChatReply:
         start = time.perf_counter()
         text = request.messages[-1].content if request.messages else ""
         first_ms = None
         if on_text is not None and request.stream:
+            # Scrubbed like any provider's stream: a key the user pasted is not echoed
+            # back to the screen (the stored copies are scrubbed as well).
+            shown, flush = self.shown(on_text)
+            assert shown is not None
             for piece in re.findall(r"\S+\s*|\s+", text):
                 if first_ms is None:
                     first_ms = int((time.perf_counter() - start) * 1000)
-                on_text(piece)
+                shown(piece)
+            flush()
         return ChatReply(
             text=text,
             model=request.model,
@@ -64,5 +69,5 @@ class EchoProvider(Provider):
             finish_reason="stop",
         )
 
-    async def check(self, client: httpx.AsyncClient | None) -> str:
+    async def check(self, client: Client | None) -> str:
         return "ok (built in, no network)"

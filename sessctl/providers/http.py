@@ -18,8 +18,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-import httpx
-
 from sessctl.errors import ProviderError, UsageError
 from sessctl.providers.base import (
     MIN_SECRET_LEN,
@@ -39,17 +37,26 @@ from sessctl.providers.policy import (
     one_line,
     retry_after_seconds,
 )
+from sessctl.providers.shape import BadReply, load_json, meta
 from sessctl.providers.sse import SSEDecoder, SSEEvent
+from sessctl.providers.transport import (
+    Client,
+    ConnectFailed,
+    ConnectionLost,
+    ConnectTimeout,
+    ReadTimeout,
+    Response,
+    Timeouts,
+    TransportError,
+)
 
 T = TypeVar("T")
 
+# An error response is read this far: only its first line is shown.
+ERROR_BODY_LIMIT = 64 * 1024
+
 
 # --------------------------------------------------------------------------- attempt plumbing
-
-
-def usage_int(value: Any) -> int | None:
-    """A token count from a usage field; anything else (null, negative, a bool) is absent."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def make_reply(
@@ -133,11 +140,17 @@ def ms_since(start: float) -> int:
 
 
 def _transport_reason(exc: BaseException) -> str:
-    """httpx's message, or the OS error underneath when httpx's says little."""
+    """The transport's message, or the OS error underneath when that says little."""
+    import ssl  # loaded already (asyncio imports it); here only for the isinstance
+
     text = str(exc)
     cause = exc.__cause__ or exc.__context__
     seen = 0
     while cause is not None and seen < 5:
+        if isinstance(cause, ssl.SSLError):
+            # An OSError too, with errno 1, which strerror would word "Operation not
+            # permitted"; its own text says what failed (CERTIFICATE_VERIFY_FAILED...).
+            return one_line(str(cause))
         if isinstance(cause, OSError) and (cause.errno or cause.strerror):
             # asyncio words a refusal "Connect call failed (addr)"; the errno says why.
             if isinstance(cause.errno, int) and cause.errno > 0:
@@ -232,14 +245,6 @@ class HTTPProvider(Provider):
             for name, var in self.config.headers_env.items()
         }
 
-    def secrets(self) -> list[str]:
-        found = []
-        for var in (self.config.api_key_env, *self.config.headers_env.values()):
-            value = (self.env.get(var) or "").strip() if var else ""
-            if len(value) >= MIN_SECRET_LEN:
-                found.append(value)
-        return found
-
     def preflight(self) -> None:
         self.base_url()
         self.api_key()
@@ -258,10 +263,10 @@ class HTTPProvider(Provider):
             headers.update(self.auth_headers(key))
         return headers
 
-    def timeout(self) -> httpx.Timeout:
+    def timeout(self) -> Timeouts:
         # read also bounds the gap between two chunks of a stream, which keep-alive
-        # comments reset; write and pool get the read budget, connect its own.
-        return httpx.Timeout(self.config.read_timeout, connect=self.config.connect_timeout)
+        # comments reset; writes get the read budget, connect its own.
+        return Timeouts(connect=self.config.connect_timeout, read=self.config.read_timeout)
 
     def error(self, url: str, detail: str, *, key: str | None, status: int | None = None,
               partial: str = "") -> ProviderError:
@@ -270,12 +275,12 @@ class HTTPProvider(Provider):
         message, _ = scrub(f"provider {self.name!r} ({url}): {detail}", secrets, "[REDACTED]")
         return ProviderError(one_line(message, limit=500), partial=partial, status=status)
 
-    def http_failure(self, response: httpx.Response, raw: bytes) -> tuple[str, bool, float | None]:
+    def http_failure(self, response: Response, raw: bytes) -> tuple[str, bool, float | None]:
         """(detail, retryable, wait) for a non-2xx response."""
         status = response.status_code
         try:
-            message = error_message_from_json(json.loads(raw)) if raw else None
-        except ValueError:
+            message = error_message_from_json(load_json(raw, "the error")) if raw else None
+        except BadReply:  # not JSON, or nested too deep to parse: shown as text below
             message = None
         if message is None and raw:
             message = body_excerpt(raw) or None  # an HTML page, or JSON of an unknown shape
@@ -288,15 +293,18 @@ class HTTPProvider(Provider):
         return detail, retryable, retry_after_seconds(response.headers)
 
     @asynccontextmanager
-    async def _client(self, client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+    async def _client(self, client: Client | None) -> AsyncIterator[Client]:
         if client is not None:
             yield client
             return
-        async with httpx.AsyncClient() as own:
+        async with Client(1) as own:
             yield own
 
     async def with_retries(self, url: str, key: str | None, attempt: Callable[[], Awaitable[T]],
-                           max_retries: int | None = None) -> T:
+                           max_retries: int | None = None, deadline: float | None = None) -> T:
+        """Run `attempt` until it succeeds, retrying _Retryable failures. `deadline` (a
+        time.monotonic() reading) is when total_timeout runs out: a wait that would pass
+        it fails now, with the real reason, rather than sleep into the timeout."""
         retries = self.config.max_retries if max_retries is None else max_retries
         tries = 0
         while True:
@@ -311,37 +319,98 @@ class HTTPProvider(Provider):
                         f"more than backoff_max {self.config.backoff_max:g} s)",
                         key=key, status=failed.status,
                     ) from None
+                suffix = f" (after {tries} attempts)" if tries > 1 else ""
                 if tries > retries:
-                    suffix = f" (after {tries} attempts)" if tries > 1 else ""
                     raise self.error(url, failed.detail + suffix, key=key,
                                      status=failed.status) from None
                 if wait is None:
                     wait = backoff_delay(tries - 1, self.config.backoff_base, self.config.backoff_max)
+                if deadline is not None and time.monotonic() + wait >= deadline:
+                    raise self.error(url, f"{failed.detail}{suffix}; no time left to retry within "
+                                     f"total_timeout ({self.config.total_timeout:g} s)",
+                                     key=key, status=failed.status) from None
                 await asyncio.sleep(wait)
+
+    async def _within_total_timeout(self, url: str, key: str | None, work: Awaitable[T],
+                                    attempts: list[StreamState]) -> T:
+        """`work`, cut off when total_timeout runs out (an endpoint sending a byte every
+        few seconds, or keep-alive comments forever, never trips the read timeout)."""
+        budget = asyncio.timeout(self.config.total_timeout)
+        try:
+            async with budget:
+                return await work
+        except TimeoutError:
+            if not budget.expired():
+                raise
+            state = attempts[-1] if attempts else None
+            raise self.error(
+                url, f"no complete reply within total_timeout ({self.config.total_timeout:g} s)"
+                + (self._incomplete(state) if state else ""),
+                key=key, partial=state.text if state else "") from None
+
+    async def _read_body(self, response: Response, url: str, key: str | None) -> bytes:
+        """The whole body, refused past max_reply_bytes (before reading, when the
+        response announces its length)."""
+        limit = self.config.max_reply_bytes
+        declared = response.headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            raise self.error(url, self._too_large(f" (it announces {int(declared)} bytes)"), key=key)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise self.error(url, self._too_large(), key=key)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, more: str = "") -> str:
+        return (f"the reply is larger than max_reply_bytes ({self.config.max_reply_bytes} bytes){more}; "
+                "raise max_reply_bytes in the provider's config if this endpoint's replies really are")
 
     # ---- chat
 
-    async def chat(self, request: ChatRequest, client: httpx.AsyncClient | None,
+    async def chat(self, request: ChatRequest, client: Client | None,
                    on_text: OnText | None = None) -> ChatReply:
         url = self.endpoint()
         key = self.api_key()  # before any I/O: a missing key is a usage error
         body = self.build_body(request)
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers = self.headers(key, stream=request.stream)
-        async with self._client(client) as http:
-            return await self.with_retries(
-                url, key, lambda: self._chat_once(http, url, key, headers, payload, request, on_text)
-            )
+        shown, flush = self.shown(on_text)
+        attempts: list[StreamState] = []
 
-    async def _chat_once(self, http: httpx.AsyncClient, url: str, key: str | None,
+        async def call() -> ChatReply:
+            async with self._client(client) as http:
+                return await self.with_retries(
+                    url, key, lambda: self._chat_once(http, url, key, headers, payload, request, shown, attempts),
+                    deadline=time.monotonic() + self.config.total_timeout,
+                )
+
+        try:
+            return await self._within_total_timeout(url, key, call(), attempts)
+        finally:
+            flush()  # whatever the scrubber held back, now that nothing more can follow
+
+    def reply_from_body(self, raw: bytes, request: ChatRequest, started: float) -> ChatReply:
+        """A complete JSON body (also what a server that ignores stream=true sends) as a
+        reply; BadReply when it holds none."""
+        data = load_json(raw, "the response")
+        message = error_message_from_json(data) if isinstance(data, dict) and "error" in data else None
+        if message:
+            raise BadReply(f"error in the response: {one_line(message)}")
+        return self.parse_reply(data, request, started)
+
+    async def _chat_once(self, http: Client, url: str, key: str | None,
                          headers: dict[str, str], payload: bytes, request: ChatRequest,
-                         on_text: OnText | None) -> ChatReply:
+                         on_text: OnText | None, attempts: list[StreamState]) -> ChatReply:
         state = StreamState(started=time.perf_counter())
+        attempts.append(state)
         try:
             async with http.stream("POST", url, content=payload, headers=headers,
-                                   timeout=self.timeout()) as response:
+                                   timeouts=self.timeout()) as response:
                 if not response.is_success:
-                    raw = await response.aread()
+                    raw = await _read_some(response, ERROR_BODY_LIMIT)
                     detail, retryable, wait = self.http_failure(response, raw)
                     if retryable:
                         raise _Retryable(detail, status=response.status_code, wait=wait)
@@ -349,34 +418,25 @@ class HTTPProvider(Provider):
                 ctype = response.headers.get("content-type", "")
                 if request.stream and "text/event-stream" in ctype:
                     return await self._read_stream(response, url, key, request, state, on_text)
-                raw = await response.aread()
-        except httpx.TimeoutException as exc:
-            what = "connect" if isinstance(exc, httpx.ConnectTimeout) else "read"
+                raw = await self._read_body(response, url, key)
+        except (ConnectTimeout, ReadTimeout) as exc:
+            what = "connect" if isinstance(exc, ConnectTimeout) else "read"
             limit = self.config.connect_timeout if what == "connect" else self.config.read_timeout
             self._give_up_if_text(url, key, state, f"{what} timeout ({limit:g} s) mid-stream")
             raise _Retryable(f"no response within the {what} timeout ({limit:g} s)") from None
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        except (ConnectFailed, ConnectionLost) as exc:
             reason = _transport_reason(exc)
             self._give_up_if_text(url, key, state, f"connection lost mid-stream: {reason}")
-            verb = "cannot connect" if isinstance(exc, httpx.ConnectError) else "connection failed"
+            verb = "cannot connect" if isinstance(exc, ConnectFailed) else "connection failed"
             raise _Retryable(f"{verb}: {reason}") from None
-        except httpx.HTTPError as exc:  # bad URL, proxy trouble, protocol misuse: not transient
+        except TransportError as exc:  # bad URL, proxy trouble, protocol misuse: not transient
+            self._give_up_if_text(url, key, state, f"request failed mid-stream: {_transport_reason(exc)}")
             raise self.error(url, f"request failed: {_transport_reason(exc)}", key=key) from None
 
-        # A complete non-streamed body (also what a server that ignores stream=true sends).
         try:
-            data = json.loads(raw)
-        except ValueError:
-            raise self.error(url, f"malformed JSON in the response: {body_excerpt(raw, 120)!r}",
-                             key=key) from None
-        message = error_message_from_json(data) if isinstance(data, dict) and "error" in data else None
-        if message:
-            raise self.error(url, f"error in the response: {one_line(message)}", key=key)
-        try:
-            reply = self.parse_reply(data, request, state.started)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise self.error(url, f"unexpected response shape ({type(exc).__name__}: {exc})",
-                             key=key) from None
+            reply = self.reply_from_body(raw, request, state.started)
+        except BadReply as bad:
+            raise self.error(url, bad.detail, key=key) from None
         if request.stream and on_text is not None and reply.text:
             on_text(reply.text)  # a server that ignored stream=true: deliver it in one piece
             reply = replace(reply, first_token_ms=reply.latency_ms)
@@ -386,7 +446,7 @@ class HTTPProvider(Provider):
         if state.parts:
             raise self.error(url, detail + self._incomplete(state), key=key, partial=state.text) from None
 
-    async def _read_stream(self, response: httpx.Response, url: str, key: str | None,
+    async def _read_stream(self, response: Response, url: str, key: str | None,
                            request: ChatRequest, state: StreamState,
                            on_text: OnText | None) -> ChatReply:
         decoder = SSEDecoder()
@@ -400,16 +460,17 @@ class HTTPProvider(Provider):
                         raise _Retryable(failure.detail) from None
                     raise self.error(url, failure.detail + self._incomplete(state), key=key,
                                      partial=state.text) from None
-                except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-                    what = "malformed JSON" if isinstance(exc, ValueError) else "unexpected event shape"
-                    raise self.error(
-                        url, f"{what} in the stream: {one_line(event.data, 120)!r}"
-                        + self._incomplete(state), key=key, partial=state.text,
-                    ) from None
+                except BadReply as bad:
+                    raise self.error(url, bad.detail + self._incomplete(state), key=key,
+                                     partial=state.text) from None
                 if state.done:
                     return
 
+        limit, size = self.config.max_reply_bytes, 0
         async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise self.error(url, self._too_large() + self._incomplete(state), key=key, partial=state.text)
             apply(decoder.feed(chunk))
             if state.done:
                 break
@@ -438,39 +499,58 @@ class HTTPProvider(Provider):
 
     # ---- providers test
 
-    async def check(self, client: httpx.AsyncClient | None) -> str:
+    async def check(self, client: Client | None) -> str:
         """GET the models list once (no retries: a probe should answer fast)."""
         url = self.models_url()
         key = self.api_key()
         headers = self.headers(key)
         headers.pop("content-type", None)
 
-        async def once() -> str:
+        async def once(http: Client) -> str:
             started = time.perf_counter()
             try:
-                response = await http.get(url, headers=headers, timeout=self.timeout())
-            except httpx.TimeoutException:
+                async with http.stream("GET", url, headers=headers, timeouts=self.timeout()) as response:
+                    if response.is_success:
+                        raw = await self._read_body(response, url, key)
+                    else:
+                        raw = await _read_some(response, ERROR_BODY_LIMIT)
+            except (ConnectTimeout, ReadTimeout):
                 raise _Retryable("no response within the timeout") from None
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 raise _Retryable(f"cannot connect: {_transport_reason(exc)}") from None
             ms = ms_since(started)
             if not response.is_success:
-                detail, _, _ = self.http_failure(response, response.content)
+                detail, _, _ = self.http_failure(response, raw)
                 raise self.error(url, detail, key=key, status=response.status_code)
             try:
-                data = response.json()
-                models = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
-            except (ValueError, AttributeError):
-                raise self.error(url, f"malformed JSON in the models list: "
-                                 f"{body_excerpt(response.content, 120)!r}", key=key) from None
+                listed = meta(load_json(raw, "the models list")).get("data")
+            except BadReply as bad:
+                raise self.error(url, bad.detail, key=key) from None
+            models = [m.get("id") for m in (listed if isinstance(listed, list) else []) if isinstance(m, dict)]
             line = f"ok in {ms} ms, {len(models)} model{'s' if len(models) != 1 else ''}"
             if self.config.model:
-                listed = "listed" if self.config.model in models else "not listed"
-                line += f", {self.config.model!r} {listed}"
+                state = "listed" if self.config.model in models else "not listed"
+                line += f", {self.config.model!r} {state}"
             return line
 
-        async with self._client(client) as http:
-            return await self.with_retries(url, key, once, max_retries=0)
+        async def probe() -> str:
+            async with self._client(client) as http:
+                return await self.with_retries(url, key, lambda: once(http), max_retries=0)
+
+        return await self._within_total_timeout(url, key, probe(), [])
+
+
+async def _read_some(response: Response, limit: int) -> bytes:
+    """At most about `limit` bytes of a body: an error page is read only as far as the
+    one line shown of it (a 200 MB error page must not be loaded)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
 
 
 def _user_agent() -> str:

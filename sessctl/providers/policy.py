@@ -17,15 +17,16 @@ Retry policy (both APIs behave alike):
 
 from __future__ import annotations
 
-import email.utils
 import json
-import random
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessctl.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import random
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 
@@ -42,7 +43,11 @@ TRANSIENT_ERROR_TYPES = frozenset({
 def backoff_delay(retry: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Full jitter: uniform over [0, min(cap, base * 2**retry)]; `retry` counts from 0."""
     ceiling = min(cap, base * (2 ** min(retry, 32)))
-    return (rng or random).uniform(0.0, max(0.0, ceiling))
+    if rng is None:
+        import random  # only once a call is retried: a send that succeeds never needs it
+
+        return random.uniform(0.0, max(0.0, ceiling))
+    return rng.uniform(0.0, max(0.0, ceiling))
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -65,6 +70,8 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     raw = raw.strip()
     if re.fullmatch(r"\d+(\.\d+)?", raw):
         return float(raw)
+    import email.utils  # ~4 ms of imports, for the rare HTTP-date form only
+
     try:
         when = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError):
@@ -97,8 +104,14 @@ def merge_options(config_options: Mapping[str, Any], request_options: Mapping[st
 # --------------------------------------------------------------------------- error text
 
 
+# Control characters (an endpoint's error text could move the cursor or recolour the
+# terminal it is printed on) and lone surrogates (UTF-8 cannot encode them: printing
+# the line would crash).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
+    text = _UNPRINTABLE.sub("\ufffd", " ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
