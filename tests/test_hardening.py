@@ -186,3 +186,42 @@ def test_damaged_key_records_fail_fast_with_6(run: Run, ok: Run, db_conn, change
     r = run("show", "p", env=env)
     assert r.exit_code == 6, r.stderr
     assert r.stderr.startswith("sessctl: error: ") and len(r.stderr.splitlines()) == 1
+
+
+# --- read-only storage -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def read_only_mount(tmp_path: Path) -> Path:
+    """A tmpfs that the test remounts read-only: the only way to make storage read-only
+    for root, who ignores file modes. Needs mount privileges (CI has them)."""
+    point = tmp_path / "ro"
+    point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(point)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): read-only storage not tested")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def test_a_database_on_read_only_storage_can_be_read_not_written(run: Run, ok: Run, engine: str,
+                                                                  read_only_mount: Path) -> None:
+    from conftest import only_sqlite
+
+    only_sqlite(engine, "a file on read-only storage")
+    db = str(read_only_mount / "sessions.db")
+    ok("--db", db, "send", "-s", "a", "hello")
+    ok("--db", db, "create", "b", "--title", "kept")
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_mount)], check=True)
+    assert ok("--db", db, "list", "--format", "ids").stdout == "b\na\n"
+    assert ok("--db", db, "show", "b", "--json").json()["title"] == "kept"
+    assert len(ok("--db", db, "export", "--all", "--format", "jsonl").jsonl()) == 2
+    assert ok("--db", db, "doctor", "--json").json()["ok"] is True
+    assert ok("--db", db, "stats", "--json").json()["messages"] == 2
+    for args in (["send", "-s", "a", "more"], ["create", "c"], ["archive", "a"], ["meta", "a", "k=v"],
+                 ["delete", "a"], ["import", "-"]):
+        r = run("--db", db, *args, input="[]")
+        assert r.exit_code == 7, (args, r.stderr)
+        assert "read-only storage" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -44,13 +44,15 @@ def is_busy(exc: BaseException) -> bool:
 class SQLiteEngine(Engine):
     name = "sqlite"
     latest_version = sqlite_schema.LATEST
-    setup_note = "journal wal"
     driver_errors = (sqlite3.Error,)
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         assert self.database.path is not None
         self.path: Path = self.database.path
+        # On storage sessctl cannot write (a read-only filesystem or directory) the file
+        # is opened immutable: reads work, any write is a one-line exit 7.
+        self.read_only = False
 
     @classmethod
     def open(cls, config: Config, *, create: bool) -> SQLiteEngine | None:
@@ -69,6 +71,12 @@ class SQLiteEngine(Engine):
                 raise StorageError(f"cannot create database {path}: {exc.strerror}") from None
         elif path.is_dir():
             raise StorageError(f"{path} is a directory, not a database file")
+        if _unwritable(path):
+            if create:
+                raise StorageError(f"{path} is on read-only storage (its directory cannot be written): "
+                                   "it can be read, not changed; copy it elsewhere to write to it")
+            engine._check_readable_wal()
+            engine.read_only = True
         conn = engine._connect_raw()
         try:
             engine._prepare(conn, create=create)
@@ -78,7 +86,30 @@ class SQLiteEngine(Engine):
         engine.adopt(conn)
         return engine
 
+    def _check_readable_wal(self) -> None:
+        """Immutable mode reads the main file only: committed changes still in the WAL
+        (not yet checkpointed) would be silently missing, so refuse rather than show an
+        older state."""
+        wal = Path(f"{self.path}-wal")
+        try:
+            pending = wal.stat().st_size > 0
+        except OSError:
+            pending = False
+        if pending:
+            raise StorageError(
+                f"{self.path} is on read-only storage and has changes still in {wal.name}, which cannot be "
+                "applied there; open it once where it can be written (or copy the three files elsewhere)")
+
     def _connect_raw(self) -> sqlite3.Connection:
+        if self.read_only:
+            from urllib.parse import quote
+
+            try:
+                conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro&immutable=1", uri=True,
+                                       isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot open database {self.path}: {exc}") from None
+            return conn
         try:
             conn = sqlite3.connect(str(self.path), timeout=self.config.busy_timeout_ms / 1000,
                                    isolation_level=None, check_same_thread=False)
@@ -105,6 +136,9 @@ class SQLiteEngine(Engine):
             self._make_private()
         for pragma in _PRAGMAS:
             conn.execute(f"PRAGMA {pragma}")
+        if version < sqlite_schema.LATEST and self.read_only:
+            raise StorageError(f"{self.path} is on read-only storage and needs a schema upgrade (version "
+                               f"{version} of {sqlite_schema.LATEST}); open it once where it can be written")
         if version < sqlite_schema.LATEST:
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
@@ -146,6 +180,8 @@ class SQLiteEngine(Engine):
         return conn.in_transaction
 
     def _begin_write(self, conn: sqlite3.Connection, durable: bool = True) -> None:
+        if self.read_only:
+            raise StorageError(f"{self.path} is on read-only storage: it can be read, not changed")
         if not durable:
             # In WAL mode NORMAL skips the fsync at commit; the frames still precede
             # every later commit's, which (FULL) fsyncs them too.
@@ -244,8 +280,15 @@ class SQLiteEngine(Engine):
             return None, ("fail", f"cannot read {db}: {exc.strerror}", 7)
         if db.is_dir() or header != b"SQLite format 3\x00":
             return None, ("fail", f"{db} is not an SQLite database", 7)
+        mode = "rw"
+        if _unwritable(db):
+            try:
+                engine._check_readable_wal()
+            except StorageError as exc:
+                return None, ("fail", exc.message, 7)
+            mode, engine.read_only = "ro&immutable=1", True
         try:
-            conn = sqlite3.connect(f"file:{quote(str(db))}?mode=rw", uri=True,
+            conn = sqlite3.connect(f"file:{quote(str(db))}?mode={mode}", uri=True,
                                    timeout=config.busy_timeout_ms / 1000, isolation_level=None,
                                    check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout_ms)}")
@@ -278,8 +321,14 @@ class SQLiteEngine(Engine):
             recorded = [int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
         except sqlite3.OperationalError:
             recorded = []
+        if self.read_only:  # immutable: SQLite reports no journal mode worth checking
+            return version, recorded, []
         mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         return version, recorded, [] if mode == "wal" else [f"journal mode is {mode}, not wal"]
+
+    @property
+    def setup_note(self) -> str:  # type: ignore[override]
+        return "read-only storage, opened immutable" if self.read_only else "journal wal"
 
     def table_names(self, conn: Any) -> set[str]:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -287,3 +336,15 @@ class SQLiteEngine(Engine):
     def private_files(self) -> list[Path]:
         """Files that must be readable by their owner only."""
         return [self.path] + [Path(f"{self.path}{s}") for s in ("-wal", "-shm")]
+
+
+def _unwritable(path: Path) -> bool:
+    """Whether the database's directory cannot be written: a read-only filesystem, or a
+    directory this user may not write (SQLite must create -wal and -shm files there)."""
+    directory = path.parent
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return not os.access(directory, os.W_OK)
