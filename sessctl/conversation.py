@@ -233,16 +233,38 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
         msgs.append(message(partial, role="assistant", status="incomplete",
                             provider=plan.provider.name, model=plan.request.model))
     now = app.now()
+    changed: list[str] = []  # what happened to the session while the call ran, if anything
 
     def tx(conn: Any) -> tuple[Session, list[Message]]:
-        # Unarchiving and the turn commit together: a killed process leaves neither.
-        if plan.session is not None and plan.session.status == "archived":
-            from sessctl.models import SessionFilter
+        changed.clear()
+        from sessctl.models import SessionFilter
 
-            store.set_status(SessionFilter(ids=(plan.session_id,)), "active", now)
-        return store.append_messages(plan.session_id, msgs, now, create=plan.create)  # type: ignore[no-any-return]
+        create = plan.create
+        if plan.session is not None:
+            current = store.find_session(plan.session_id, decrypt=False)
+            if current is None or current.pk != plan.session.pk:
+                # Deleted (and perhaps made again) while the reply was on its way: the
+                # turn is kept in the session of that id, made anew from the header the
+                # send began with if need be, rather than thrown away.
+                if current is None:
+                    create = _respawn(plan.session)
+                changed.append("deleted")
+            elif current.status == "archived" and plan.session.status != "archived":
+                # Archived meanwhile: the turn goes in and the session stays archived, as
+                # whoever archived it asked; said on stderr, never silently.
+                changed.append("archived")
+            elif plan.session.status == "archived":
+                # `send --unarchive`: unarchiving and the turn commit together.
+                store.set_status(SessionFilter(ids=(plan.session_id,)), "active", now)
+        return store.append_messages(plan.session_id, msgs, now, create=create)  # type: ignore[no-any-return]
 
     session, stored = store.write(tx)
+    if changed == ["deleted"]:
+        app.notice(f"session {plan.session_id!r} was deleted while the reply was on its way; "
+                   f"the turn is kept in session {plan.session_id!r}, made again (without the earlier history)")
+    elif changed == ["archived"]:
+        app.notice(f"session {plan.session_id!r} was archived while the reply was on its way; the turn is "
+                   f"stored in it and it stays archived (sessctl unarchive {plan.session_id})")
     redactions: dict[str, int] = {}
     for m in stored:
         for k, v in m.redactions.items():
@@ -257,6 +279,14 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
         kept=reply is None,
         partial_chars=len(partial) if reply is None else 0,
     )
+
+
+def _respawn(old: Session) -> NewSession:
+    """A session to hold a turn whose session was deleted mid-call: the same header."""
+    return NewSession(id=old.id, user=old.user, provider=old.provider, model=old.model, title=old.title,
+                      system=old.system, metadata=dict(old.metadata), options=dict(old.options),
+                      max_context_messages=old.max_context_messages, max_context_tokens=old.max_context_tokens,
+                      expires_at=old.expires_at)
 
 
 def _interrupted(plan: _Plan, signum: int = signal.SIGINT) -> Interrupted:

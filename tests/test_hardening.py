@@ -225,3 +225,54 @@ def test_a_database_on_read_only_storage_can_be_read_not_written(run: Run, ok: R
         r = run("--db", db, *args, input="[]")
         assert r.exit_code == 7, (args, r.stderr)
         assert "read-only storage" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+# --- the session changes while the reply is on its way ------------------------------------------
+
+
+@pytest.mark.parametrize("change", ["delete", "archive"])
+def test_a_reply_is_kept_when_its_session_changes_mid_call(ok: Run, paths: Paths, change: str) -> None:
+    import logging
+    import threading
+
+    from fakeserver import FakeLLMServer, TextReply
+    from sendkit import KEY, KEY_ENV, configure
+
+    import sessctl
+
+    os.environ[KEY_ENV] = KEY
+    with FakeLLMServer() as server:
+        configure(paths, server)
+        ok("create", "moving", "--title", "The title", "--system", "Be brief.")
+        ok("send", "-s", "moving", "first turn")
+        release = threading.Event()
+        server.enqueue(TextReply("the answer", pieces=["the ", "answer"], hold=release))
+        records: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+        logging.getLogger("sessctl").addHandler(handler)
+        logging.getLogger("sessctl").setLevel(logging.INFO)
+        result: list[object] = []
+        with sessctl.open() as store:
+            stream = store.stream("moving", "the question")
+            pieces = iter(stream)
+            first = next(pieces)  # the call is in flight, held after its first piece
+            ok(change, "moving", *(["--yes"] if change == "delete" else []))
+            release.set()
+            result.append(first + "".join(pieces))
+            reply = stream.reply
+        logging.getLogger("sessctl").removeHandler(handler)
+        os.environ.pop(KEY_ENV, None)
+    assert result == ["the answer"] and reply is not None and reply.status == "ok"
+    s = ok("show", "moving", "--json").json()
+    if change == "delete":
+        # Made again from the header the send began with; the earlier history went with the delete.
+        assert [(m["role"], m["content"]) for m in s["messages"]] == [("user", "the question"),
+                                                                     ("assistant", "the answer")]
+        assert (s["title"], s["system"], s["status"]) == ("The title", "Be brief.", "active")
+        assert any("was deleted while the reply was on its way" in r for r in records)
+    else:
+        assert [m["content"] for m in s["messages"]][-2:] == ["the question", "the answer"]
+        assert s["status"] == "archived"
+        assert any("was archived while the reply was on its way" in r for r in records)
+    assert ok("doctor", "--json").json()["ok"] is True
