@@ -131,7 +131,13 @@ def build_context(
 def _plan(app: App, session_id: str, opts: SendOptions, *, calling: bool) -> _Plan:
     check_session_id(session_id)
     store = app.store(create=True)
-    session = store.find_session(session_id)
+    if calling:
+        store.cipher(create=True)  # before the snapshot: a first key (or first sealing) is a write
+    # The header and the history from one snapshot, so the integrity check sees them as
+    # one writer left them, whatever other processes append meanwhile.
+    with store.reading():
+        session = store.find_session(session_id)
+        history_all = store.messages(session) if session else []
     spec, notice = None, None
     if session is None:
         if not opts.create:
@@ -158,7 +164,8 @@ def _plan(app: App, session_id: str, opts: SendOptions, *, calling: bool) -> _Pl
     # characters when it stores the raw text.
     text = clean_text(opts.text)[0]
     text = sanitizer.sanitize(text)[0] if sanitizer.outbound else text
-    history = store.messages(session, only_ok=True) if session else []
+    # All of them were read (and checked against the session's chain); send the complete ones.
+    history = [m for m in history_all if m.status == "ok"]
     system = session.system if session else None
     messages = build_context(
         history,

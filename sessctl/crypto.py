@@ -28,6 +28,9 @@ NONCE_BYTES = 12
 KEY_BYTES = 32
 ARGON2_PARAMS = {"memory_cost": 65536, "iterations": 3, "lanes": 4}  # KiB, passes, lanes
 _CHECK_PLAINTEXT = b"sessctl data key check v1"
+# v2: every session carries its integrity digest (store/integrity.py). Kept inside the
+# sealed check value, so the mark cannot be removed without the key to make v1 anew.
+_CHECK_PLAINTEXT_V2 = b"sessctl data key check v2"
 
 
 class Tampered(Exception):
@@ -66,6 +69,9 @@ class Cipher:
 
         self._aes = _aesgcm(dek)
         self._index_key = hmac.new(dek, b"sessctl metadata index v1", hashlib.sha256).digest()
+        # Keyed BLAKE2b for the per-session integrity chain and digest: a MAC in one C
+        # call, so checking every message of an export costs little.
+        self.integrity_key = hmac.new(dek, b"sessctl integrity v1", hashlib.sha256).digest()
 
     def seal(self, plaintext: str, associated: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
@@ -315,14 +321,20 @@ def unwrap(kek: Kek, wrapped: bytes, db_id: str) -> bytes:
         raise CryptoError(f"wrong key: the {what} does not open this database") from None
 
 
-def key_check(cipher: Cipher, db_id: str) -> bytes:
-    return cipher.seal(_CHECK_PLAINTEXT.decode(), _wrap_aad(db_id) + b"\x1fcheck")
+def key_check(cipher: Cipher, db_id: str, version: int = 2) -> bytes:
+    text = _CHECK_PLAINTEXT_V2 if version == 2 else _CHECK_PLAINTEXT
+    return cipher.seal(text.decode(), _wrap_aad(db_id) + b"\x1fcheck")
 
 
-def verify_key_check(cipher: Cipher, check: bytes, db_id: str) -> None:
+def verify_key_check(cipher: Cipher, check: bytes, db_id: str) -> int:
+    """The check value's version (1: sessions not yet sealed with digests; 2: they are),
+    or CryptoError when the key is not the one the check was made with."""
     try:
-        ok = cipher.open(bytes(check), _wrap_aad(db_id) + b"\x1fcheck") == _CHECK_PLAINTEXT.decode()
+        text = cipher.open(bytes(check), _wrap_aad(db_id) + b"\x1fcheck").encode()
     except (Tampered, TypeError, UnicodeDecodeError):
-        ok = False
-    if not ok:
-        raise CryptoError("the data key fails its check value: the key table was altered")
+        text = b""
+    if text == _CHECK_PLAINTEXT_V2:
+        return 2
+    if text == _CHECK_PLAINTEXT:
+        return 1
+    raise CryptoError("the data key fails its check value: the key table was altered")

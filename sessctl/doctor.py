@@ -213,6 +213,10 @@ def _run_checks(report: Report, store: Any, health: Any, *, quick: bool, sample:
             total=n["values"], pks=pks))
     elif n["values"]:
         report.add("decrypt", "skip", "no usable key")
+    if cipher is not None:
+        _guard(report, store, "digests", lambda: _check_digests(report, store, conn, cipher, pks))
+    elif n["sessions"]:
+        report.add("digests", "skip", "no usable key")
 
     scope = "" if pks is None else f" (a sample of {len(pks)} sessions)"
     _guard(report, store, "sequences", lambda: _check_sessions(report, health, conn, pks, scope))
@@ -236,6 +240,23 @@ def _check_key(report: Report, store: Any, ring: dict[str, Any] | None, values: 
     report.add("key", "ok", f"{ring['kek_kind']} key ({source}, fingerprint {ring['kek_fingerprint']}) "
                             "opens the data key; key check ok")
     return cipher  # type: ignore[no-any-return]
+
+
+def _check_digests(report: Report, store: Any, conn: Any, cipher: crypto.Cipher, pks: list[int] | None) -> None:
+    """Every session's integrity chain and digest (store/integrity.py): what binds its
+    messages, their facts and its header together."""
+    from sessctl.store import integrity
+
+    if not store._sealed:
+        report.add("digests", "warn", "not sealed yet (a database from before integrity digests): "
+                                      "the next write that holds the key seals every session")
+        return
+    problems = [f"session {sid!r}: {what}" for sid, what in integrity.check_all(conn, cipher.integrity_key, pks)]
+    scope = "every session" if pks is None else f"a sample of {len(pks)} sessions"
+    if problems:
+        report.add("digests", "fail", f"{len(problems)} sessions were altered outside sessctl", KEY, problems)
+    else:
+        report.add("digests", "ok", f"{scope}: messages, their facts and headers match their digests")
 
 
 def _where(table: str, field_: str, sid: str, row: int) -> str:

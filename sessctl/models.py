@@ -105,6 +105,8 @@ class Session:
     redactions: int = 0
     redaction_rules: dict[str, int] = field(default_factory=dict, repr=False)
     messages: list[Message] | None = field(default=None, repr=False)
+    # The store's integrity record (header facts, digest), checked when messages are read.
+    _seal: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The session object the CLI prints: with `messages`, exactly an element of

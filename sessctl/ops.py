@@ -161,7 +161,7 @@ def update(
             meta_set=meta_set or None, meta_unset=meta_unset,
         )
         if not isinstance(ttl, _Unset):
-            bulk.set_expiry(store.conn, session_id,
+            bulk.set_expiry(store, store.conn, session_id,
                             None if ttl is None else timeutil.in_range(now + ttl, what="the expiry (now + --ttl)"))
         return session
 

@@ -152,3 +152,20 @@ def db_conn(paths: Paths, engine: str) -> Callable[[], Any]:
 
 def mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+def reseal() -> None:
+    """After a test has staged a state by editing stored facts in SQL (what sessctl would
+    write on a failure, say), recompute every session's integrity chain and digest as
+    sessctl itself would have written them, so only what the test means to break is broken."""
+    from sessctl import config
+    from sessctl.service import App
+    from sessctl.store import integrity
+
+    app = App(config=config.load())
+    try:
+        store = app.store(create=False)
+        cipher = store.cipher()
+        store.write(lambda conn: integrity.rebuild_all(conn, cipher.integrity_key), keyring_change=True)
+    finally:
+        app.close()

@@ -9,12 +9,12 @@ import sqlite3
 
 import pytest
 
-from conftest import Paths, Run
+from conftest import Paths, Run, reseal
 
 pytestmark = pytest.mark.engines
 
-CHECKS = ["database", "permissions", "integrity", "schema", "key", "decrypt", "metadata index", "sequences",
-          "counters", "turns", "orphans"]
+CHECKS = ["database", "permissions", "integrity", "schema", "key", "decrypt", "metadata index", "digests",
+          "sequences", "counters", "turns", "orphans"]
 
 
 def _populate(ok: Run) -> None:
@@ -140,7 +140,9 @@ def test_sequence_gap_is_7(run: Run, ok: Run, paths: Paths) -> None:
          "WHERE m.session_pk = sessions.pk) WHERE id = 'a'")
     code, checks, _ = _doctor(run)
     assert code == 7
-    assert [n for n, s in _status(checks).items() if s != "ok"] == ["sequences"]
+    # The digest binds the messages: removing two is tampering, whatever the counters say.
+    assert [n for n, s in _status(checks).items() if s != "ok"] == ["digests", "sequences"]
+    assert checks["digests"]["problems"] == ["session 'a': messages missing or out of order"]
     assert checks["sequences"]["problems"] == ["session 'a': 4 messages (seq 1..6), counter says 4"]
     # --quick samples sessions; a sample as large as the database finds it too.
     code, checks, _ = _doctor(run, "--quick", "--sample", "10")
@@ -157,12 +159,16 @@ def test_half_written_turn_is_7(run: Run, ok: Run, paths: Paths) -> None:
          "UPDATE sessions SET message_count = 1, tokens_in = 0, tokens_out = 0 WHERE id = 'b'")
     code, checks, _ = _doctor(run)
     assert code == 7
-    assert [n for n, s in _status(checks).items() if s != "ok"] == ["turns"]
+    assert [n for n, s in _status(checks).items() if s != "ok"] == ["digests", "turns"]
     assert checks["turns"]["problems"] == ["session 'b' message 1: user (ok) is not part of a whole turn"]
+    reseal()  # as if a writer with the key had left it so: the structural check alone must see it
+    code, checks, _ = _doctor(run)
+    assert code == 7 and [n for n, s in _status(checks).items() if s != "ok"] == ["turns"]
     code, checks, _ = _doctor(run, "--quick", "--sample", "10")
     assert code == 7 and checks["turns"]["status"] == "fail"
     # Marked unanswered (what send writes when the call fails), it is a whole turn again.
     _sql(paths, "UPDATE messages SET status = 'unanswered' WHERE session_pk = (SELECT pk FROM sessions WHERE id = 'b')")
+    reseal()
     code, checks, _ = _doctor(run)
     assert code == 0 and checks["turns"]["detail"] == "no half-written turns; 1 unanswered messages kept as such"
 
@@ -171,7 +177,7 @@ def test_counters_and_orphans_are_7(run: Run, ok: Run, paths: Paths) -> None:
     _populate(ok)
     _sql(paths, "UPDATE sessions SET tokens_out = tokens_out + 5 WHERE id = 'a'")
     code, checks, _ = _doctor(run)
-    assert code == 7 and [n for n, s in _status(checks).items() if s != "ok"] == ["counters"]
+    assert code == 7 and [n for n, s in _status(checks).items() if s != "ok"] == ["digests", "counters"]
     _sql(paths, "UPDATE sessions SET tokens_out = tokens_out - 5 WHERE id = 'a'",
          "PRAGMA foreign_keys = OFF", "DELETE FROM message_bodies WHERE id = 1")
     code, checks, _ = _doctor(run)

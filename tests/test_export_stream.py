@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Paths, Run
+from conftest import Paths, Run, reseal
 
 pytestmark = pytest.mark.engines
 
@@ -67,6 +67,7 @@ def awkward_db(ok: Run, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
         c.execute("UPDATE messages SET redactions = '{\"email\": 2, \"jwt\": 1}', redaction_count = 3 WHERE seq = 1")
         c.execute("UPDATE messages SET model = 'mödel \"x\"', provider = NULL WHERE seq = 4")
         c.execute("UPDATE messages SET tokens_estimated = 0, tokens_out = 0 WHERE seq = 6")
+    reseal()
 
 
 def test_streaming_export_matches_the_plain_renderer(ok: Run, paths: Paths, awkward_db: None) -> None:

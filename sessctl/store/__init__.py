@@ -31,17 +31,19 @@ from sessctl import text as _text
 from sessctl.config import Config
 from sessctl.errors import AlreadyExistsError, CryptoError, NotFoundError
 from sessctl.models import Message, NewSession, Session, SessionFilter, Stats
+from sessctl.store import integrity
 from sessctl.store.engine import Engine
 
 T = TypeVar("T")
 
 _SESSION_COLS = (
     'pk, id, "user", provider, model, status, created_at, updated_at, archived_at, expires_at, '
-    "title, system, metadata, options, message_count, tokens_in, tokens_out, redactions, redaction_rules"
+    "title, system, metadata, options, message_count, tokens_in, tokens_out, redactions, redaction_rules, "
+    "settings, digest"
 )
 _MESSAGE_COLS = (
     "m.seq, m.role, b.content, m.created_at, m.status, m.provider, m.model, m.tokens_in, "
-    "m.tokens_out, m.tokens_estimated, m.latency_ms, m.first_token_ms, m.redactions"
+    "m.tokens_out, m.tokens_estimated, m.latency_ms, m.first_token_ms, m.redactions, m.chain"
 )
 def _merge_counts(*counts: dict[str, int]) -> dict[str, int]:
     out: dict[str, int] = {}
@@ -85,6 +87,8 @@ class Store:
         # transaction so a process that cached the data key before another process ran
         # `key rotate --reencrypt` never seals a value under the retired key.
         self._dek_check: bytes | None = None
+        # Whether sessions carry integrity digests (the key check is v2); see integrity.py.
+        self._sealed = False
         self._open: Callable[[bytes, bytes], str] | None = None  # cipher.opener(), for reads
         # Where warnings go (the App sets its notice; the library's goes to logging).
         self.notice: Callable[[str], None] = lambda message: None
@@ -217,8 +221,14 @@ class Store:
         """The data-key cipher; None when the database has no key yet and create is False.
 
         A database that has a key table is never given a new key: a missing or wrong
-        key is an error (exit 6), not a fresh start over someone's data."""
+        key is an error (exit 6), not a fresh start over someone's data.
+
+        create=True also finishes sealing a database made before integrity digests:
+        the first write that holds the key gives every session its chain and digest
+        (and seals settings that were kept in plaintext), in one transaction."""
         if self._cipher is not None:
+            if create and not self._sealed and not self.db.in_write:
+                self._seal_everything()
             return self._cipher
         ring = self.keyring()
         if ring is None:
@@ -262,22 +272,54 @@ class Store:
         kek = self._kek_for(ring)
         dek = crypto.unwrap(kek, ring["wrapped_dek"], ring["db_id"])
         cipher = crypto.Cipher(dek)
-        crypto.verify_key_check(cipher, ring["dek_check"], ring["db_id"])
+        version = crypto.verify_key_check(cipher, ring["dek_check"], ring["db_id"])
         self._cipher = cipher
-        self._dek_check = ring["dek_check"]
+        self._dek_check = bytes(ring["dek_check"])
         self._open = cipher.opener()
+        self._sealed = version >= 2
+        if create and not self._sealed and not self.db.in_write:
+            self._seal_everything()
         return cipher
+
+    def _seal_everything(self) -> None:
+        """v1 → v2: plaintext settings sealed, every chain and digest computed, the key
+        check rewritten as v2, all in one transaction (all or nothing)."""
+        cipher = self._cipher
+        assert cipher is not None
+        check = self._dek_check
+
+        def tx(conn: Any) -> None:
+            ring = conn.execute("SELECT db_id, dek_check FROM keyring WHERE id = 1").fetchone()
+            if ring is None or bytes(ring[1]) != check:
+                return  # another process sealed it (or rotated the key) first
+            for pk, sid, options in conn.execute(
+                    "SELECT pk, id, options FROM sessions WHERE options IS NOT NULL").fetchall():
+                data = json.loads(options)
+                legacy = Session(pk=pk, id=sid, user=None, provider=None, model=None, status="active",
+                                 created_at=0, updated_at=0, options=data.get("options", {}),
+                                 max_context_messages=data.get("max_context_messages"),
+                                 max_context_tokens=data.get("max_context_tokens"))
+                self._write_settings(conn, pk, sid, legacy)
+            integrity.rebuild_all(conn, cipher.integrity_key)
+            conn.execute("UPDATE keyring SET dek_check = ? WHERE id = 1",
+                         (crypto.key_check(cipher, ring[0], version=2),))
+
+        self.write(tx, keyring_change=True)
+        self.forget_key()
+        self.cipher()
 
     def adopt_key(self, other: Store) -> None:
         """Use the data key another Store unlocked (a forked export worker inherits it,
         so a passphrase is not run through Argon2id again in every worker)."""
         self._cipher, self._dek_check, self._open = other._cipher, other._dek_check, other._open
+        self._sealed = other._sealed
 
     def forget_key(self) -> None:
         """Drop the cached data key (after this process changed the keyring)."""
         self._cipher = None
         self._dek_check = None
         self._open = None
+        self._sealed = False
 
     def _need_cipher(self) -> crypto.Cipher:
         cipher = self.cipher()
@@ -320,8 +362,11 @@ class Store:
 
     def _session(self, row: Sequence[Any], *, decrypt: bool = True) -> Session:
         (pk, sid, user, provider, model, status, created, updated, archived, expires,
-         title, system, metadata, options, count, tin, tout, red, red_rules) = row
+         title, system, metadata, options, count, tin, tout, red, red_rules, settings, digest) = row
         opts = json.loads(options) if options else {}
+        if settings is not None and decrypt:
+            opened = self._open_text(settings, "sessions", "settings", sid, pk, pk)
+            opts = json.loads(opened) if opened else {}
         s = Session(
             pk=pk, id=sid, user=user, provider=provider, model=model, status=status,
             created_at=created, updated_at=updated, archived_at=archived, expires_at=expires,
@@ -331,6 +376,9 @@ class Store:
             message_count=count, tokens_in=tin, tokens_out=tout, redactions=red,
             redaction_rules=json.loads(red_rules) if red_rules else {},
         )
+        s._seal = ([sid, pk, user, provider, model, created, expires, options, integrity.tag(settings),
+                    integrity.tag(title), integrity.tag(system), integrity.tag(metadata), count, tin, tout, red,
+                    red_rules], digest)
         if decrypt:
             s.title = self._open_text(title, "sessions", "title", sid, pk, pk)
             s.system = self._open_text(system, "sessions", "system", sid, pk, pk)
@@ -357,18 +405,20 @@ class Store:
 
     def _insert_session(self, conn: Any, new: NewSession, now: int) -> int:
         cur = conn.execute(
-            'INSERT INTO sessions (id, "user", provider, model, status, created_at, updated_at, expires_at, options) '
-            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?) RETURNING pk",
+            'INSERT INTO sessions (id, "user", provider, model, status, created_at, updated_at, expires_at) '
+            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?) RETURNING pk",
             (new.id, _text.plain(new.user), _text.plain(new.provider), _text.plain(new.model), now, now,
-             new.expires_at, self._options_json(new)),
+             new.expires_at),
         )
         pk = int(cur.fetchone()[0])
+        self._write_settings(conn, pk, new.id, new)
         self._write_session_texts(conn, pk, new.id, new.title, new.system, new.metadata, set_title=True,
                                   set_system=True, set_meta=True)
         return pk
 
     @staticmethod
-    def _options_json(new: NewSession | Session) -> str | None:
+    def _settings(new: NewSession | Session) -> dict[str, Any]:
+        """Provider options and context limits, as one document."""
         data: dict[str, Any] = {}
         if new.options:
             data["options"] = dict(new.options)
@@ -376,7 +426,82 @@ class Store:
             data["max_context_messages"] = new.max_context_messages
         if new.max_context_tokens is not None:
             data["max_context_tokens"] = new.max_context_tokens
-        return json.dumps(data, sort_keys=True) if data else None
+        return data
+
+    def _write_settings(self, conn: Any, pk: int, sid: str, new: NewSession | Session) -> None:
+        """Seal a session's settings. Option values are treated as metadata values are:
+        every string in them made valid, sanitized, counted; then the document sealed."""
+        data = self._settings(new)
+        counts: list[dict[str, int]] = []
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, str):
+                valid, bad = _text.clean(value)
+                cleaned, c = self.sanitizer.sanitize(valid)
+                counts.append({**c, _text.RULE: bad} if bad else c)
+                return cleaned
+            if isinstance(value, dict):
+                return {_text.clean(str(k))[0]: clean(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            return value
+
+        blob = None
+        if data:
+            cipher = self.cipher(create=True)
+            assert cipher is not None
+            text = json.dumps(clean(data), ensure_ascii=False, sort_keys=True)
+            blob = cipher.seal(text, crypto.aad("sessions", "settings", sid, pk, pk))
+        conn.execute("UPDATE sessions SET settings = ?, options = NULL WHERE pk = ?", (blob, pk))
+        self._add_redactions(conn, pk, _merge_counts(*counts))
+
+    def _add_redactions(self, conn: Any, pk: int, total: dict[str, int]) -> None:
+        if not total:
+            return
+        rules = conn.execute("SELECT redaction_rules FROM sessions WHERE pk = ?", (pk,)).fetchone()[0]
+        merged = _merge_counts(json.loads(rules) if rules else {}, total)
+        conn.execute("UPDATE sessions SET redactions = redactions + ?, redaction_rules = ? WHERE pk = ?",
+                     (sum(total.values()), json.dumps(merged, sort_keys=True), pk))
+
+    # --- integrity -----------------------------------------------------------------
+
+    def _integrity_key(self) -> bytes | None:
+        """The chain/digest key when this database's sessions are sealed with digests."""
+        cipher = self.cipher()
+        return cipher.integrity_key if cipher is not None and self._sealed else None
+
+    def _reseal(self, conn: Any, pk: int) -> None:
+        """Recompute session pk's digest (after any change to what it covers)."""
+        key = self._integrity_key()
+        if key is not None:
+            integrity.reseal(conn, key, pk)
+
+    def _verify(self, session: Session, rows: Sequence[Sequence[Any]], *, whole: bool,
+                prev: bytes | None = None) -> None:
+        """Check the messages read (rows: _MESSAGE_COLS) against their chain and the
+        session's digest. whole: rows are all its messages; else the last ones, and
+        the count is checked with one query."""
+        key = self._integrity_key()
+        if key is None or session._seal is None:
+            return
+        facts, digest = session._seal
+        if whole:
+            if [r[0] for r in rows] != list(range(1, len(rows) + 1)) or len(rows) != session.message_count:
+                raise integrity.tampered(session.id, "messages missing or out of order")
+        else:
+            n, top = self.conn.execute("SELECT count(*), max(seq) FROM messages WHERE session_pk = ?",
+                                       (session.pk,)).fetchone()
+            if int(n) != session.message_count or (n and top != n):
+                raise integrity.tampered(session.id, "messages missing or out of order")
+        link_rows = [(r[0], r[1], r[4], r[3], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[2], r[13])
+                     for r in rows]
+        last = integrity.verify_messages(key, session.id, link_rows, prev)
+        if not whole and not rows and session.message_count:
+            row = self.conn.execute("SELECT chain FROM messages WHERE session_pk = ? AND seq = ?",
+                                    (session.pk, session.message_count)).fetchone()
+            last = bytes(row[0]) if row and row[0] is not None else None
+        if digest is None or bytes(digest) != integrity.header(key, facts, last):
+            raise integrity.tampered(session.id, "its header does not match its digest")
 
     def _write_session_texts(
         self, conn: Any, pk: int, sid: str, title: str | None, system: str | None,
@@ -410,13 +535,10 @@ class Store:
                     [(cipher.index_tag(k, v), pk) for k, v in clean.items()],
                 )
         total = _merge_counts(*counts)
-        if total:
-            rules = conn.execute("SELECT redaction_rules FROM sessions WHERE pk = ?", (pk,)).fetchone()[0]
-            merged = _merge_counts(json.loads(rules) if rules else {}, total)
-            sets += ["redactions = redactions + ?", "redaction_rules = ?"]
-            params += [sum(total.values()), json.dumps(merged, sort_keys=True)]
         if sets:
             conn.execute(f"UPDATE sessions SET {', '.join(sets)} WHERE pk = ?", (*params, pk))
+        self._add_redactions(conn, pk, total)
+        self._reseal(conn, pk)
         return total
 
     def create_session(self, new: NewSession, now: int, *, exist_ok: bool = False) -> tuple[Session, bool]:
@@ -448,6 +570,7 @@ class Store:
     ) -> Session:
         """Change title, user or metadata (merge semantics) in one transaction."""
         unset = list(meta_unset)
+        self.cipher(create=True)  # also seals a database from before integrity digests
 
         def tx(conn: Any) -> None:
             current = self.get_session(session_id, lock=True)
@@ -461,6 +584,7 @@ class Store:
                                       set_title=set_title, set_system=False, set_meta=change_meta)
             if set_user:
                 conn.execute('UPDATE sessions SET "user" = ? WHERE pk = ?', (_text.plain(user), current.pk))
+                self._reseal(conn, current.pk)
             # updated_at is last *conversation* activity (list order, --older-than,
             # retention): editing labels is not activity, or a script that tags old
             # sessions would postpone their retention. `now` stays for callers.
@@ -496,19 +620,25 @@ class Store:
                 pk, count = row
             written: list[tuple[int, dict[str, int]]] = []
             tin = tout = 0
+            key = self._integrity_key()
+            chain = None
+            if key is not None and count:
+                last = conn.execute("SELECT chain FROM messages WHERE session_pk = ? AND seq = ?",
+                                    (pk, count)).fetchone()
+                chain = bytes(last[0]) if last and last[0] is not None else None
             for i, m in enumerate(messages):
                 seq = count + i + 1
                 blob, red = self._put_text(m.content, "messages", "content", session_id, pk, seq)
                 red = _merge_counts(red, m.redactions)
+                facts = (seq, m.role, m.status, m.created_at or now, _text.plain(m.provider), _text.plain(m.model),
+                         m.tokens_in, m.tokens_out, int(m.tokens_estimated) if m.tokens_in is not None else None,
+                         m.latency_ms, m.first_token_ms, json.dumps(red, sort_keys=True) if red else None)
+                chain = integrity.link(key, chain, facts, blob) if key is not None else None
                 cur = conn.execute(
                     "INSERT INTO messages (session_pk, seq, role, status, created_at, provider, model, tokens_in, "
-                    "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    (pk, seq, m.role, m.status, m.created_at or now, _text.plain(m.provider), _text.plain(m.model),
-                     m.tokens_in,
-                     m.tokens_out, int(m.tokens_estimated) if m.tokens_in is not None else None,
-                     m.latency_ms, m.first_token_ms, json.dumps(red, sort_keys=True) if red else None,
-                     sum(red.values())),
+                    "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count, chain) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (pk, *facts, sum(red.values()), chain),
                 )
                 conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.fetchone()[0], blob))
                 tin += m.tokens_in or 0
@@ -525,6 +655,7 @@ class Store:
                 f"tokens_out = tokens_out + ?, redactions = redactions + ?, updated_at = ?{rules_sql} WHERE pk = ?",
                 (len(messages), tin, tout, sum(total.values()), now, *rules_params, pk),
             )
+            self._reseal(conn, pk)
             return written
 
         written = self.write(tx)
@@ -534,7 +665,7 @@ class Store:
         return session, stored
 
     def _message(self, session: Session, row: Sequence[Any]) -> Message:
-        (seq, role, content, created, status, provider, model, tin, tout, est, lat, first, red) = row
+        (seq, role, content, created, status, provider, model, tin, tout, est, lat, first, red, _chain) = row
         return Message(
             seq=seq, role=role,
             content=self._open_text(content, "messages", "content", session.id, session.pk, seq) or "",
@@ -551,7 +682,9 @@ class Store:
         seqs: Sequence[int] | None = None,
         only_ok: bool = False,
     ) -> list[Message]:
-        """A session's messages in order; `last` keeps the final N."""
+        """A session's messages in order; `last` keeps the final N. Unless only some are
+        asked for (seqs, only_ok), what is read is checked against the session's
+        integrity chain and digest first (CryptoError, exit 6, when altered)."""
         where, params = "m.session_pk = ?", [session.pk]
         if only_ok:
             where += " AND m.status = 'ok'"
@@ -565,7 +698,18 @@ class Store:
             rows.reverse()
         else:
             rows = self.conn.execute(sql + " ORDER BY m.seq", params).fetchall()
-        return [self._message(session, r) for r in rows]
+        # Decrypt first: a value altered in place is named precisely by its own check.
+        out = [self._message(session, r) for r in rows]
+        if seqs is None and not only_ok:
+            if last is not None and len(rows) < session.message_count:
+                # Only the last N are shown, but the whole chain is checked: every
+                # message's facts and its body's tag (read from the end of the value,
+                # nothing decrypted), so tampering before the window is seen too.
+                rows = self.conn.execute(
+                    f"SELECT {integrity.TAG_ROW_COLS} FROM messages m JOIN message_bodies b ON b.id = m.id "
+                    "WHERE m.session_pk = ? ORDER BY m.seq", (session.pk,)).fetchall()
+            self._verify(session, rows, whole=True)
+        return out
 
     # --- selection ----------------------------------------------------------------
 

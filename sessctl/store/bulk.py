@@ -15,7 +15,7 @@ from typing import Any
 
 from sessctl.errors import NotFoundError
 from sessctl.models import Message, Session, SessionFilter
-from sessctl.store import Store, _merge_counts
+from sessctl.store import Store, _merge_counts, integrity
 from sessctl.text import plain
 
 Progress = Callable[[int], None]
@@ -164,8 +164,11 @@ def touch(store: Store, ids: Sequence[str], now: int) -> list[str]:
     return store.write(tx, durable=False)
 
 
-def set_expiry(conn: Any, session_id: str, expires_at: int | None) -> None:
-    conn.execute("UPDATE sessions SET expires_at = ? WHERE id = ?", (expires_at, session_id))
+def set_expiry(store: Store, conn: Any, session_id: str, expires_at: int | None) -> None:
+    row = conn.execute("UPDATE sessions SET expires_at = ? WHERE id = ? RETURNING pk",
+                       (expires_at, session_id)).fetchone()
+    if row is not None:
+        store._reseal(conn, row[0])  # the expiry is part of the session's digest
 
 
 # --- import ---------------------------------------------------------------------------
@@ -188,34 +191,34 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
     rules = _merge_counts(*(m.redactions for m in messages))
     cur = conn.execute(
         'INSERT INTO sessions (id, "user", provider, model, status, created_at, updated_at, archived_at, expires_at, '
-        "options, message_count, tokens_in, tokens_out, redactions, redaction_rules) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
-        (s.id, plain(s.user), plain(s.provider), plain(s.model), s.status, s.created_at, s.updated_at, s.archived_at, s.expires_at,
-         Store._options_json(s), len(messages), s.tokens_in, s.tokens_out, s.redactions,
+        "message_count, tokens_in, tokens_out, redactions, redaction_rules) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
+        (s.id, plain(s.user), plain(s.provider), plain(s.model), s.status, s.created_at, s.updated_at,
+         s.archived_at, s.expires_at, len(messages), s.tokens_in, s.tokens_out, s.redactions,
          json.dumps(rules, sort_keys=True) if rules else None),
     )
     pk = int(cur.fetchone()[0])
-    store._write_session_texts(conn, pk, s.id, s.title, s.system, s.metadata,
-                               set_title=True, set_system=True, set_meta=True)
+    store._write_settings(conn, pk, s.id, s)
     fresh_total: dict[str, int] = {}
+    key = store._integrity_key()
+    chain = None
     for m in messages:
         blob, fresh = store._put_text(m.content, "messages", "content", s.id, pk, m.seq)
         red = _merge_counts(m.redactions, fresh)
         fresh_total = _merge_counts(fresh_total, fresh)
+        facts = (m.seq, m.role, m.status, m.created_at, plain(m.provider), plain(m.model), m.tokens_in,
+                 m.tokens_out, int(m.tokens_estimated), m.latency_ms, m.first_token_ms,
+                 json.dumps(red, sort_keys=True) if red else None)
+        chain = integrity.link(key, chain, facts, blob) if key is not None else None
         cur = conn.execute(
             "INSERT INTO messages (session_pk, seq, role, status, created_at, provider, model, tokens_in, "
-            "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (pk, m.seq, m.role, m.status, m.created_at, plain(m.provider), plain(m.model), m.tokens_in, m.tokens_out,
-             int(m.tokens_estimated), m.latency_ms, m.first_token_ms,
-             json.dumps(red, sort_keys=True) if red else None, sum(red.values())),
+            "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count, chain) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (pk, *facts, sum(red.values()), chain),
         )
         conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.fetchone()[0], blob))
-    if fresh_total:
-        old = conn.execute("SELECT redaction_rules FROM sessions WHERE pk = ?", (pk,)).fetchone()[0]
-        conn.execute(
-            "UPDATE sessions SET redactions = redactions + ?, redaction_rules = ? WHERE pk = ?",
-            (sum(fresh_total.values()),
-             json.dumps(_merge_counts(json.loads(old) if old else {}, fresh_total), sort_keys=True), pk),
-        )
+    store._add_redactions(conn, pk, fresh_total)
+    # Texts last: their write reseals the session's digest over everything above.
+    store._write_session_texts(conn, pk, s.id, s.title, s.system, s.metadata,
+                               set_title=True, set_system=True, set_meta=True)
     return pk

@@ -20,11 +20,12 @@ from typing import Any
 
 from sessctl import crypto
 from sessctl.errors import CryptoError
+from sessctl.store import integrity
 from sessctl.models import Session, SessionFilter
 
 _MESSAGE_COLS = (
     "m.session_pk, m.seq, m.role, b.content, m.created_at, m.status, m.provider, m.model, m.tokens_in, "
-    "m.tokens_out, m.tokens_estimated, m.latency_ms, m.first_token_ms, m.redactions"
+    "m.tokens_out, m.tokens_estimated, m.latency_ms, m.first_token_ms, m.redactions, m.chain"
 )
 
 # (seq, role, content, created_at, status, provider, model, tokens_in, tokens_out,
@@ -62,6 +63,7 @@ def rows_for(store: Any, chunk: list[int]) -> Iterator[tuple[Session, list[Messa
     conn = store.conn
     cipher = store.cipher()
     open_ = cipher.opener() if cipher is not None else None
+    key = store._integrity_key()
     marks = ",".join("?" * len(chunk))
     rows = {r[0]: r for r in conn.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE pk IN ({marks})", chunk)}
     messages: dict[int, list[Any]] = {}
@@ -89,5 +91,23 @@ def rows_for(store: Any, chunk: list[int]) -> Iterator[tuple[Session, list[Messa
                     f"cannot decrypt messages.content of session {session.id!r} message {seq}: "
                     "the value was altered or moved; run `sessctl doctor`"
                 ) from None
-            out.append((seq, role, text, *rest))
+            out.append((seq, role, text, *rest[:-1]))
+        if key is not None:
+            _verify(key, session, msgs)
         yield session, out
+
+
+def _verify(key: bytes, session: Session, msgs: list[Any]) -> None:
+    """The session's integrity chain and digest over its exported messages (rows in
+    _MESSAGE_COLS order: the chain's facts picked out of it)."""
+    if [m[1] for m in msgs] != list(range(1, len(msgs) + 1)) or len(msgs) != session.message_count:
+        raise integrity.tampered(session.id, "messages missing or out of order")
+    prev = None
+    for (_, seq, role, blob, created, status, provider, model, tin, tout, est, lat, first, red, chain) in msgs:
+        prev = integrity.link(key, prev, (seq, role, status, created, provider, model, tin, tout, est, lat,
+                                          first, red), blob)
+        if chain is None or bytes(chain) != prev:
+            raise integrity.tampered(session.id, f"message {seq} does not match its chain")
+    facts, digest = session._seal
+    if digest is None or bytes(digest) != integrity.header(key, facts, prev):
+        raise integrity.tampered(session.id, "its header does not match its digest")

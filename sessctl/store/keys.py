@@ -24,6 +24,7 @@ from typing import Any
 
 from sessctl import crypto
 from sessctl.errors import CryptoError, StorageError
+from sessctl.store import integrity
 
 Progress = Callable[[int, int], None]  # (values done, values in total)
 
@@ -47,6 +48,7 @@ class Unlocked:
     ring: dict[str, Any]
     kek: crypto.Kek
     dek: bytes
+    sealed: bool = False  # sessions carry integrity digests (key check v2)
 
 
 def info(store: Any) -> KeyInfo | None:
@@ -69,8 +71,8 @@ def unlock(store: Any) -> Unlocked:
         raise CryptoError(f"{store.location} has no key yet (the first write creates it); nothing to rotate")
     kek = store._kek_for(ring)
     dek = crypto.unwrap(kek, ring["wrapped_dek"], ring["db_id"])
-    crypto.verify_key_check(crypto.Cipher(dek), ring["dek_check"], ring["db_id"])
-    return Unlocked(ring, kek, dek)
+    version = crypto.verify_key_check(crypto.Cipher(dek), ring["dek_check"], ring["db_id"])
+    return Unlocked(ring, kek, dek, sealed=version >= 2)
 
 
 def _still_current(store: Any, conn: Any, unlocked: Unlocked) -> None:
@@ -134,6 +136,12 @@ def reencrypt(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int,
 
     def tx(conn: Any) -> int:
         _still_current(store, conn, unlocked)
+        if unlocked.sealed:
+            # New digests are made over what is stored: first make sure it is what sessctl
+            # wrote, or the rotation would bless whatever was altered.
+            for sid, what in integrity.check_all(conn, old.integrity_key):
+                raise CryptoError(f"cannot re-encrypt: session {sid!r} fails its integrity check ({what}); "
+                                  "nothing was changed; run `sessctl doctor`")
         total = count_values(store)
         done = 0
         if progress:
@@ -193,6 +201,13 @@ def reencrypt(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int,
                 f"cannot re-encrypt: {orphans} message bodies belong to no message; nothing was changed; "
                 "run `sessctl doctor`"
             )
+        # Sealed settings too (one per session at most, left out of count_values), then
+        # every chain and digest anew under the new data key's integrity key.
+        for spk, sid, settings in conn.execute(
+                "SELECT pk, id, settings FROM sessions WHERE settings IS NOT NULL").fetchall():
+            conn.execute("UPDATE sessions SET settings = ? WHERE pk = ?",
+                         (reseal(settings, "sessions", "settings", sid, spk, spk)[0], spk))
+        integrity.rebuild_all(conn, new.integrity_key)
         _set_keyring(conn, new_kek, db_id, new_dek, now, new_dek=True)
         return done
 

@@ -106,9 +106,17 @@ def _m002_scale_indexes(conn: Any) -> None:
     conn.execute("CREATE INDEX messages_created ON messages (created_at)")
 
 
+def _m003_integrity(conn: Any) -> None:
+    # The same columns as SQLite's step 3 (see there).
+    conn.execute("ALTER TABLE sessions ADD COLUMN settings bytea")
+    conn.execute("ALTER TABLE sessions ADD COLUMN digest bytea")
+    conn.execute("ALTER TABLE messages ADD COLUMN chain bytea")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("initial", _m001_initial),
     ("scale indexes", _m002_scale_indexes),
+    ("integrity digests and sealed settings", _m003_integrity),
 ]
 LATEST = len(MIGRATIONS)
 

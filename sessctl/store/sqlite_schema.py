@@ -105,9 +105,21 @@ def _m002_scale_indexes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX messages_created ON messages (created_at)")
 
 
+def _m003_integrity(conn: sqlite3.Connection) -> None:
+    # Per-session integrity (store/integrity.py): each message's link in a keyed chain
+    # over the session's messages, and a keyed digest over the session's header and the
+    # chain's end. `settings` holds the provider options and context limits sealed,
+    # where `options` kept them in plaintext. All three are filled by the first write
+    # that holds the key (no key here), which then marks the database as sealed.
+    conn.execute("ALTER TABLE sessions ADD COLUMN settings BLOB")
+    conn.execute("ALTER TABLE sessions ADD COLUMN digest BLOB")
+    conn.execute("ALTER TABLE messages ADD COLUMN chain BLOB")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("initial", _m001_initial),
     ("scale indexes", _m002_scale_indexes),
+    ("integrity digests and sealed settings", _m003_integrity),
 ]
 LATEST = len(MIGRATIONS)
 
