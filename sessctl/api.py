@@ -703,18 +703,7 @@ class AsyncClient:
         the cancellation is then raised."""
         import asyncio
 
-        fut = asyncio.get_running_loop().run_in_executor(self._executor(), fn)
-        cancelled = False
-        while not fut.done():
-            try:
-                await asyncio.shield(fut)
-            except asyncio.CancelledError:
-                cancelled = True
-            except BaseException:  # noqa: BLE001 - fut holds it; raised below
-                break
-        if cancelled:
-            raise asyncio.CancelledError
-        return fut.result()
+        return await _finished(asyncio.get_running_loop().run_in_executor(self._executor(), fn))
 
     async def _db_grouped(self, fn: Callable[[], T]) -> T:
         """`_db` for storing a finished turn: turns that finish while the database
@@ -725,18 +714,7 @@ class AsyncClient:
 
         if self._group is None:
             self._group = _GroupCommit(self._app, self._executor())
-        fut = self._group.submit(fn, asyncio.get_running_loop())
-        cancelled = False
-        while not fut.done():
-            try:
-                await asyncio.shield(fut)
-            except asyncio.CancelledError:
-                cancelled = True
-            except BaseException:  # noqa: BLE001 - fut holds it; raised below
-                break
-        if cancelled:
-            raise asyncio.CancelledError
-        return fut.result()  # type: ignore[no-any-return]
+        return await _finished(self._group.submit(fn, asyncio.get_running_loop()))  # type: ignore[no-any-return]
 
     def _get_http(self) -> Any:
         if self._http is None:
@@ -910,6 +888,24 @@ class AsyncClient:
                     yield s
         finally:
             await self._db(lambda: it.close())  # type: ignore[attr-defined]
+
+
+async def _finished(fut: Any) -> Any:
+    """fut's result, waiting for it to finish even if the caller is cancelled meanwhile
+    (a storage step is never abandoned half way); the cancellation is raised after."""
+    import asyncio
+
+    cancelled = False
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            cancelled = True
+        except BaseException:  # noqa: BLE001 - fut holds it; raised below
+            break
+    if cancelled:
+        raise asyncio.CancelledError
+    return fut.result()
 
 
 class _GroupCommit:

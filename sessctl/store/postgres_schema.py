@@ -16,11 +16,11 @@ Append new steps at the end; never edit or reorder a released one.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 from sessctl.errors import StorageError
+from sessctl.store import migrate as migrate_
 
 
 def _m001_initial(conn: Any) -> None:
@@ -143,11 +143,7 @@ def current_version(conn: Any) -> int:
 
 
 def check_version(version: int, where: object) -> None:
-    if version > LATEST:
-        raise StorageError(
-            f"{where} has schema version {version}, newer than this sessctl understands "
-            f"({LATEST}); upgrade sessctl to open it"
-        )
+    migrate_.check_version(version, LATEST, where)
 
 
 def check_not_foreign(conn: Any, where: object) -> None:
@@ -170,33 +166,24 @@ def current_schema(conn: Any) -> str | None:
     return None if row is None else row[0]
 
 
+def _begin(conn: Any) -> None:
+    conn.execute("BEGIN")
+    conn.execute(MIGRATE_LOCK)
+
+
+SCHEMA = migrate_.Schema(
+    steps=MIGRATIONS,
+    record_table=_RECORD_TABLE,
+    begin=_begin,
+    version=current_version,
+    check_not_foreign=check_not_foreign,
+    in_transaction=lambda conn: conn.raw.info.transaction_status != 0,
+)
+
+
 def migrate(conn: Any, where: object) -> int:
     """Apply pending steps, one transaction each, under the migration lock; returns how
     many ran. The caller holds no transaction."""
     if current_schema(conn) is None:
         raise StorageError(f"{where}: no schema to create tables in (search_path names none that exists)")
-    applied = 0
-    while True:
-        conn.execute("BEGIN")
-        try:
-            conn.execute(MIGRATE_LOCK)
-            # Re-read under the lock: another process may have migrated meanwhile.
-            version = current_version(conn)
-            check_version(version, where)
-            if version >= LATEST:
-                conn.execute("COMMIT")
-                return applied
-            if version == 0:
-                check_not_foreign(conn, where)
-            name, step = MIGRATIONS[version]
-            conn.execute(_RECORD_TABLE)
-            step(conn)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (version + 1, name, int(time.time())),
-            )
-            conn.execute("COMMIT")
-            applied += 1
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    return migrate_.run(conn, SCHEMA, where)

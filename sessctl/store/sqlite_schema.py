@@ -12,10 +12,10 @@ logical schema.
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 
 from sessctl.errors import StorageError
+from sessctl.store import migrate as migrate_
 
 
 def _m001_initial(conn: sqlite3.Connection) -> None:
@@ -135,11 +135,7 @@ def current_version(conn: sqlite3.Connection) -> int:
 
 
 def check_version(version: int, path: object) -> None:
-    if version > LATEST:
-        raise StorageError(
-            f"{path} has schema version {version}, newer than this sessctl understands "
-            f"({LATEST}); upgrade sessctl to open it"
-        )
+    migrate_.check_version(version, LATEST, path)
 
 
 def check_not_foreign(conn: sqlite3.Connection, path: object) -> None:
@@ -155,31 +151,19 @@ def check_not_foreign(conn: sqlite3.Connection, path: object) -> None:
         )
 
 
+SCHEMA = migrate_.Schema(
+    steps=MIGRATIONS,
+    record_table=_RECORD_TABLE,
+    # BEGIN IMMEDIATE is the lock: one writer at a time on the file.
+    begin=lambda conn: conn.execute("BEGIN IMMEDIATE"),
+    version=current_version,
+    check_not_foreign=check_not_foreign,
+    in_transaction=lambda conn: conn.in_transaction,
+    # user_version: read on every start without touching a table.
+    after_step=lambda conn, version: conn.execute(f"PRAGMA user_version = {int(version)}"),
+)
+
+
 def migrate(conn: sqlite3.Connection, path: object) -> int:
     """Apply pending steps; returns how many ran. The caller holds no transaction."""
-    applied = 0
-    while True:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Re-read under the write lock: another process may have migrated meanwhile.
-            version = current_version(conn)
-            check_version(version, path)
-            if version >= LATEST:
-                conn.execute("COMMIT")
-                return applied
-            if version == 0:
-                check_not_foreign(conn, path)
-            name, step = MIGRATIONS[version]
-            conn.execute(_RECORD_TABLE)
-            step(conn)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (version + 1, name, int(time.time())),
-            )
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-            applied += 1
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    return migrate_.run(conn, SCHEMA, path)
