@@ -276,3 +276,61 @@ def test_a_reply_is_kept_when_its_session_changes_mid_call(ok: Run, paths: Paths
         assert s["status"] == "archived"
         assert any("was archived while the reply was on its way" in r for r in records)
     assert ok("doctor", "--json").json()["ok"] is True
+
+
+# --- files sessctl did not make -------------------------------------------------------------------
+
+
+def test_a_foreign_sqlite_file_is_refused_unchanged(run: Run, paths: Paths, engine: str) -> None:
+    import hashlib
+    import sqlite3
+
+    from conftest import only_sqlite
+
+    only_sqlite(engine, "an SQLite file")
+    paths.db.parent.mkdir(parents=True)
+    with sqlite3.connect(paths.db) as c:
+        c.execute("CREATE TABLE photos (id INTEGER)")
+    c.close()
+    before = hashlib.sha256(paths.db.read_bytes()).hexdigest()
+    for args in (["list"], ["show", "a"], ["send", "-s", "a", "hi"], ["stats"], ["doctor"]):
+        r = run(*args)
+        assert r.exit_code == 7, (args, r.stderr)
+    assert hashlib.sha256(paths.db.read_bytes()).hexdigest() == before  # not even switched to WAL
+    assert not Path(f"{paths.db}-wal").exists()
+
+
+def test_an_empty_file_someone_else_made_is_adopted_private(ok: Run, paths: Paths, engine: str) -> None:
+    from conftest import mode, only_sqlite
+
+    only_sqlite(engine, "an SQLite file")
+    paths.db.parent.mkdir(parents=True)
+    paths.db.touch(mode=0o644)
+    os.chmod(paths.db, 0o644)
+    ok("send", "-s", "a", "hi")
+    assert mode(paths.db) == 0o600
+
+
+def test_a_lock_wait_ends_near_busy_timeout(run: Run, ok: Run, paths: Paths, engine: str, db_conn) -> None:
+    """A writer that cannot get the lock gives up after about [storage] busy_timeout, not
+    after several of them (it once waited six times as long). Bounded loosely: this is
+    the behaviour, not a speed figure."""
+    import time
+
+    ok("send", "-s", "a", "hi")
+    paths.write_config("[storage]\nbusy_timeout = 1\n")
+    holder = db_conn()
+    if engine == "sqlite":
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1 FROM sessions WHERE id = 'a' FOR UPDATE")
+    try:
+        started = time.monotonic()
+        r = run("send", "-s", "a", "again")
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert r.exit_code == 7 and "busy timeout" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert 0.9 <= waited < 4.0, waited
