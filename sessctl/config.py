@@ -61,6 +61,9 @@ DEFAULT_MAX_REPLY_BYTES = 32 * 1024 * 1024
 _POSITIVE_SECONDS = ("connect_timeout", "read_timeout", "total_timeout")
 _SECONDS = ("backoff_base", "backoff_max")
 
+# Provider keys whose value is a string (anything else in config.toml is a usage error).
+_PROVIDER_STRINGS = ("kind", "base_url", "api_key_env", "model", "anthropic_version")
+
 # Header names that carry credentials. Their values must not sit in config.toml (like
 # api_key): `headers_env` names the environment variable that holds each instead.
 _CREDENTIAL_HEADER = re.compile(r"(?i)auth|api[-_]?key|token|secret|passw|cookie|credential|signature")
@@ -244,6 +247,9 @@ def _provider(name: str, raw: Mapping[str, Any], where: str) -> ProviderConfig:
     unknown = set(raw) - _PROVIDER_KEYS
     if unknown:
         raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} in [providers.{name}]")
+    for key in _PROVIDER_STRINGS:
+        if key in raw and not (isinstance(raw[key], str) and raw[key].strip() and "\x00" not in raw[key]):
+            raise UsageError(f"{where}: [providers.{name}] {key} must be a non-empty string, not {_toml_kind(raw[key])}")
     kind = raw.get("kind")
     if kind not in PROVIDER_KINDS:
         raise UsageError(
@@ -257,6 +263,10 @@ def _provider(name: str, raw: Mapping[str, Any], where: str) -> ProviderConfig:
     for table in ("options", "headers", "headers_env"):
         if not isinstance(raw.get(table) or {}, dict):
             raise UsageError(f"{where}: [providers.{name}] {table} must be a table")
+    for table in ("headers", "headers_env"):
+        for k, v in (raw.get(table) or {}).items():
+            if not isinstance(v, str):
+                raise UsageError(f"{where}: [providers.{name}] {table}.{k} must be a string, not {_toml_kind(v)}")
     headers = {str(k): str(v) for k, v in (raw.get("headers") or {}).items()}
     for header in headers:
         if _CREDENTIAL_HEADER.search(header):
@@ -278,10 +288,12 @@ def _provider(name: str, raw: Mapping[str, Any], where: str) -> ProviderConfig:
                              f">= 1024 (default {DEFAULT_MAX_REPLY_BYTES}, 32 MiB)")
     if "stream_usage" in kwargs and not isinstance(kwargs["stream_usage"], bool):
         raise UsageError(f"{where}: [providers.{name}] stream_usage must be true or false")
-    for key in ("max_retries", "max_context_messages", "max_context_tokens"):
+    for key, low in (("max_retries", 0), ("max_context_messages", 1), ("max_context_tokens", 1)):
         if key in kwargs and kwargs[key] is not None:
-            if not isinstance(kwargs[key], int) or kwargs[key] < 0:
-                raise UsageError(f"{where}: [providers.{name}] {key} must be a whole number >= 0")
+            value = kwargs[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 2**31 - 1:
+                raise UsageError(f"{where}: [providers.{name}] {key} must be a whole number from {low} "
+                                 f"to {2**31 - 1}, not {_toml_kind(value)}")
     return ProviderConfig(
         name=name,
         options=MappingProxyType(dict(raw.get("options") or {})),

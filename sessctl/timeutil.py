@@ -97,8 +97,12 @@ def parse_point(text: str, current: int, *, what: str) -> int:
 def iso(ts: int | None) -> str | None:
     if ts is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    # Not strftime: its %Y does not pad years below 1000 ("1-01-01"), which no ISO-8601
+    # reader (our import included) accepts back.
+    t = time.gmtime(ts)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z"
 
 
 def day(ts: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+    t = time.gmtime(ts)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"

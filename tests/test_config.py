@@ -22,6 +22,10 @@ from conftest import Paths, Run
     ("key_file = [1]", "key_file"),
     ("retention = \"x\"", "retention"),
     ("[retention]\narchive_after = 30", "archive_after"),
+    ("[providers.openai]\napi_key_env = 1", "api_key_env"),  # found by test_fuzz_cli
+    ("[providers.x]\nkind = \"openai\"\nbase_url = \"http://h/v1\"\nmodel = [1]", "model"),
+    ("[providers.openai]\nheaders = { X-Team = 3 }", "headers.X-Team"),
+    ("[providers.openai]\nmax_context_messages = 0", "max_context_messages"),
 ], ids=lambda v: v if len(v) < 20 else None)
 def test_bad_config_values_are_usage_errors_naming_the_key(run: Run, paths: Paths, toml: str, key: str) -> None:
     paths.write_config(toml + "\n")

@@ -114,6 +114,19 @@ def test_import_refuses_what_cannot_be_stored(run: Run, ok: Run, tmp_path: Path,
     assert ok("list", "--status", "all", "--format", "ids").stdout == ""
 
 
+def test_the_earliest_and_latest_times_export_and_import_back(ok: Run, tmp_path: Path) -> None:
+    """Found by test_fuzz_cli: year 1 was exported as "1-01-01T..." (strftime does not
+    pad), which import then refused."""
+    doc = {"id": "old", "created_at": "0001-01-01", "updated_at": "9999-12-31T23:59:59Z",
+           "messages": [{"role": "user", "content": "hi", "created_at": "0001-01-01T00:00:00Z"}]}
+    ok("import", "-", input=json.dumps(doc))
+    out = ok("export", "old", "--format", "jsonl").jsonl()[0]
+    assert (out["created_at"], out["updated_at"]) == ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z")
+    assert out["messages"][0]["created_at"] == "0001-01-01T00:00:00Z"
+    ok("--db", str(tmp_path / "b.db"), "import", "-", input=json.dumps(out))
+    assert ok("--db", str(tmp_path / "b.db"), "export", "old", "--format", "jsonl").jsonl()[0] == out
+
+
 # --- output and usage -----------------------------------------------------------------------
 
 
