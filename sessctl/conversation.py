@@ -32,6 +32,7 @@ from typing import Any
 from sessctl.errors import Interrupted, NotFoundError, SessctlError, Terminated, UsageError
 from sessctl.models import Message, NewSession, Session, check_session_id
 from sessctl.providers.base import (
+    SECRET_PLACEHOLDER,
     ChatMessage,
     ChatReply,
     ChatRequest,
@@ -237,8 +238,14 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
             latency_ms=reply.latency_ms, first_token_ms=reply.first_token_ms,
         ))
     elif partial:
-        msgs.append(message(partial, role="assistant", status="incomplete",
-                            provider=plan.provider.name, model=plan.request.model))
+        cut = message(partial, role="assistant", status="incomplete", provider=plan.provider.name,
+                      model=plan.request.model)
+        # Streamed pieces were scrubbed on their way to the screen: the keys they held
+        # are already markers, counted here as the whole reply's would have been.
+        already = partial.count(SECRET_PLACEHOLDER)
+        if already:
+            cut.redactions = {**cut.redactions, SECRET_RULE: cut.redactions.get(SECRET_RULE, 0) + already}
+        msgs.append(cut)
     now = app.now()
     changed: list[str] = []  # what happened to the session while the call ran, if anything
 

@@ -244,3 +244,18 @@ def test_a_base_url_that_cannot_work_is_a_usage_error(url: str, says: str, run: 
     paths.write_config(provider_table("bad", "openai", url))
     r = run("providers", "list")
     assert r.exit_code == 2 and f"[providers.bad] base_url {says}" in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_key_in_a_cut_stream_is_counted_as_a_redaction(api: str, run: Run, ok: Run, paths: Paths,
+                                                         fake_llm: FakeLLMServer) -> None:
+    """The partial reply of a cut stream was scrubbed on its way to the screen; the key
+    it held is still counted, as it would have been in a whole reply."""
+    configure(paths, fake_llm, api, max_retries=0)
+    fake_llm.enqueue(TextReply(pieces=["the key is ", KEY, " and more", " never sent"], cut_after=3))
+    r = run("send", "-s", "cut", "echo my key", "--stream")
+    assert r.exit_code == 5 and KEY not in r.stdout + r.stderr
+    reply = ok("show", "cut", "--json").json()["messages"][1]
+    assert reply["status"] == "incomplete" and KEY not in reply["content"]
+    assert reply["content"].startswith("the key is [REDACTED:provider_secret]")
+    assert reply["redactions"] == {"provider_secret": 1}
