@@ -28,6 +28,9 @@ NONCE_BYTES = 12
 KEY_BYTES = 32
 ARGON2_PARAMS = {"memory_cost": 65536, "iterations": 3, "lanes": 4}  # KiB, passes, lanes
 _CHECK_PLAINTEXT = b"sessctl data key check v1"
+# Bits kept of each word's keyed hash in the search index: 16,384 tags, so every tag
+# stands for many words (see README, "What the search index reveals").
+SEARCH_TAG_BITS = 14
 
 
 class Tampered(Exception):
@@ -66,6 +69,9 @@ class Cipher:
 
         self._aes = _aesgcm(dek)
         self._index_key = hmac.new(dek, b"sessctl metadata index v1", hashlib.sha256).digest()
+        # A separate key for the search index: the two blind indexes cannot be compared.
+        self._search_key = hmac.new(dek, b"sessctl search index v1", hashlib.sha256).digest()
+        self._word_tags: dict[str, int] = {}
 
     def seal(self, plaintext: str, associated: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
@@ -108,6 +114,23 @@ class Cipher:
 
         msg = json.dumps([key, value], ensure_ascii=False).encode()
         return hmac.new(self._index_key, msg, hashlib.sha256).digest()[:16]
+
+
+    def word_tag(self, word: str) -> int:
+        """The search index's tag of one normalized word: a keyed hash (BLAKE2b keyed
+        with a key derived from the data key) truncated to SEARCH_TAG_BITS, so that many
+        words share each tag. Cached: a conversation store's vocabulary is small next
+        to its word count, and indexing a message looks up ~100 words."""
+        tag = self._word_tags.get(word)
+        if tag is None:
+            import hashlib
+
+            digest = hashlib.blake2b(word.encode(), key=self._search_key, digest_size=8).digest()
+            tag = int.from_bytes(digest, "big") >> (64 - SEARCH_TAG_BITS)
+            if len(self._word_tags) >= 500_000:
+                self._word_tags.clear()  # bound the memory; refills from the hot words
+            self._word_tags[word] = tag
+        return tag
 
 
 # --- key-encryption keys -------------------------------------------------------------

@@ -58,6 +58,7 @@ def _delete_pk(conn: Any, pk: int) -> None:
     # Explicit rather than relying on ON DELETE CASCADE alone, so the result does not
     # depend on the connection's foreign_keys pragma (doctor and other tools may open
     # the file with their own settings). secure_delete zeroes the freed cells.
+    conn.execute("DELETE FROM message_search WHERE session_pk = ?", (pk,))
     conn.execute("DELETE FROM message_bodies WHERE id IN (SELECT id FROM messages WHERE session_pk = ?)", (pk,))
     conn.execute("DELETE FROM messages WHERE session_pk = ?", (pk,))
     conn.execute("DELETE FROM session_meta_index WHERE session_pk = ?", (pk,))
@@ -198,7 +199,7 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
                                set_title=True, set_system=True, set_meta=True)
     fresh_total: dict[str, int] = {}
     for m in messages:
-        blob, fresh = store._put_text(m.content, "messages", "content", s.id, pk, m.seq)
+        blob, fresh, clean = store._seal_text(m.content, "messages", "content", s.id, pk, m.seq)
         red = _merge_counts(m.redactions, fresh)
         fresh_total = _merge_counts(fresh_total, fresh)
         cur = conn.execute(
@@ -210,6 +211,7 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
              json.dumps(red, sort_keys=True) if red else None, sum(red.values())),
         )
         conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.fetchone()[0], blob))
+        store.index_message(conn, pk, m.seq, clean or "")
     if fresh_total:
         old = conn.execute("SELECT redaction_rules FROM sessions WHERE pk = ?", (pk,)).fetchone()[0]
         conn.execute(
