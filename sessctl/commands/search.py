@@ -27,7 +27,7 @@ def cli(ctx: click.Context, query: tuple[str, ...], session_id: str | None, limi
     each with its session, seq, role, time and a snippet.
 
     Every word must match; "double quotes" match an exact phrase; case and accents
-    are ignored ("cafe" finds "Café"). Redacted values are never found. Prints
+    are ignored ("cafe" finds "CAFE"). Redacted values are never found. Prints
     nothing and exits 0 when nothing matches. The encrypted store is searched
     through a blind index (see README, "What the search index reveals").
 
