@@ -31,8 +31,17 @@ from sessctl.errors import UsageError
 
 # Scripts written without spaces between words: one token per character.
 _SPLIT = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
-_TOKEN = re.compile(f"[{_SPLIT}]|[^\\W_{_SPLIT}]+")
 _ASCII_TOKEN = re.compile(r"[a-z0-9]+")
+_token: re.Pattern[str] | None = None
+
+
+def _token_re() -> re.Pattern[str]:
+    # Compiled on first use: the Unicode pattern costs ~10 ms to compile, and most
+    # processes (a send of ASCII text) never need it.
+    global _token
+    if _token is None:
+        _token = re.compile(f"[{_SPLIT}]|[^\\W_{_SPLIT}]+")
+    return _token
 
 # BM25's term-frequency saturation and length normalisation (the usual constants).
 _K1 = 1.2
@@ -67,7 +76,7 @@ def tokens(text: str) -> list[str]:
     """The tokens of a text, in order (normalized first)."""
     if text.isascii():
         return _ASCII_TOKEN.findall(text.lower())
-    return _TOKEN.findall(normalize(text))
+    return _token_re().findall(normalize(text))
 
 
 def token_spans(text: str) -> list[tuple[str, int, int]]:
@@ -82,7 +91,7 @@ def token_spans(text: str) -> list[tuple[str, int, int]]:
     norm = "".join(pieces)
     origin.append(len(text))
     out = []
-    for m in _TOKEN.finditer(norm):
+    for m in _token_re().finditer(norm):
         start = origin[m.start()]
         end = origin[m.end() - 1] + 1
         out.append((m.group(), start, end))

@@ -34,21 +34,23 @@ from sessctl.search_text import tokens
 Progress = Callable[[int, int], None]  # (messages done, messages in total)
 
 _BATCH = 2000
-# tag -> its two bytes, for every tag (16,384 entries, built once).
-_ENCODED: list[bytes] = [bytes((0x80 | (t >> 7), t & 0x7F)) for t in range(1 << crypto.SEARCH_TAG_BITS)]
 _UPSERT = ("INSERT INTO message_search (session_pk, seq, tags) VALUES (?, ?, ?) "
            "ON CONFLICT (session_pk, seq) DO UPDATE SET tags = excluded.tags")
 
 
+def _encode(t: int) -> bytes:
+    return (0x8000 | (t >> 7) << 8 | (t & 0x7F)).to_bytes(2, "big")
+
+
 def encode_tags(cipher: crypto.Cipher, text: str) -> bytes:
     """A message's row value: the sorted distinct tags of its words, two bytes each."""
-    tag = cipher.word_tag
-    return b"".join([_ENCODED[t] for t in sorted({tag(w) for w in set(tokens(text))})])
+    return b"".join([(0x8000 | (t >> 7) << 8 | (t & 0x7F)).to_bytes(2, "big")
+                     for t in sorted(cipher.word_tags(set(tokens(text))))])
 
 
 def needle(cipher: crypto.Cipher, word: str) -> bytes:
     """What a search looks for in the rows, for one normalized word."""
-    return _ENCODED[cipher.word_tag(word)]
+    return _encode(cipher.word_tag(word))
 
 
 def decode_tags(blob: bytes) -> list[int]:
