@@ -71,7 +71,6 @@ class Cipher:
         self._index_key = hmac.new(dek, b"sessctl metadata index v1", hashlib.sha256).digest()
         # A separate key for the search index: the two blind indexes cannot be compared.
         self._search_key = hmac.new(dek, b"sessctl search index v1", hashlib.sha256).digest()
-        self._word_tags: dict[str, int] = {}
 
     def seal(self, plaintext: str, associated: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
@@ -115,32 +114,14 @@ class Cipher:
         msg = json.dumps([key, value], ensure_ascii=False).encode()
         return hmac.new(self._index_key, msg, hashlib.sha256).digest()[:16]
 
-
     def word_tag(self, word: str) -> int:
         """The search index's tag of one normalized word: a keyed hash (BLAKE2b keyed
         with a key derived from the data key) truncated to SEARCH_TAG_BITS, so that many
-        words share each tag. Cached: a conversation store's vocabulary is small next
-        to its word count, and indexing a message looks up ~100 words."""
-        tag = self._word_tags.get(word)
-        if tag is None:
-            from hashlib import blake2b
+        words share each tag (store/search.py caches it per word)."""
+        from hashlib import blake2b
 
-            digest = blake2b(word.encode(), key=self._search_key, digest_size=8).digest()
-            tag = int.from_bytes(digest, "big") >> (64 - SEARCH_TAG_BITS)
-            if len(self._word_tags) >= 500_000:
-                self._word_tags.clear()  # bound the memory; refills from the hot words
-            self._word_tags[word] = tag
-        return tag
-
-
-    def word_tags(self, words: set[str]) -> set[int]:
-        """{word_tag(w) for w in words}, with the cache consulted in C (map over
-        dict.get): indexing a message spends most of its time here."""
-        tags = set(map(self._word_tags.get, words))
-        if None in tags:
-            tags.discard(None)
-            tags.update(self.word_tag(w) for w in words if w not in self._word_tags)
-        return tags  # type: ignore[return-value]
+        digest = blake2b(word.encode(), key=self._search_key, digest_size=8).digest()
+        return int.from_bytes(digest, "big") >> (64 - SEARCH_TAG_BITS)
 
 
 # --- key-encryption keys -------------------------------------------------------------

@@ -25,6 +25,8 @@ index reveals".
 
 from __future__ import annotations
 
+import struct
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -38,19 +40,41 @@ _UPSERT = ("INSERT INTO message_search (session_pk, seq, tags) VALUES (?, ?, ?) 
            "ON CONFLICT (session_pk, seq) DO UPDATE SET tags = excluded.tags")
 
 
-def _encode(t: int) -> bytes:
-    return (0x8000 | (t >> 7) << 8 | (t & 0x7F)).to_bytes(2, "big")
+def _code(tag: int) -> int:
+    """A tag's two bytes as one big-endian 16-bit number (increasing with the tag, so
+    sorting codes sorts tags)."""
+    return 0x8000 | (tag >> 7) << 8 | (tag & 0x7F)
+
+
+# Per data key: word -> its tag's code. Indexing a message spends most of its time
+# turning words into codes, so the lookups run in C (map over dict.get) and only
+# words never seen before go through the keyed hash. Bounded; dropped with the key.
+_CODES: weakref.WeakKeyDictionary[crypto.Cipher, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+def _codes(cipher: crypto.Cipher, words: set[str]) -> set[int]:
+    cache = _CODES.get(cipher)
+    if cache is None or len(cache) > 500_000:
+        cache = _CODES[cipher] = {}
+    codes = set(map(cache.get, words))
+    if None in codes:
+        codes.discard(None)
+        for w in words:
+            if w not in cache:
+                cache[w] = _code(cipher.word_tag(w))
+                codes.add(cache[w])
+    return codes  # type: ignore[return-value]
 
 
 def encode_tags(cipher: crypto.Cipher, text: str) -> bytes:
     """A message's row value: the sorted distinct tags of its words, two bytes each."""
-    return b"".join([(0x8000 | (t >> 7) << 8 | (t & 0x7F)).to_bytes(2, "big")
-                     for t in sorted(cipher.word_tags(set(tokens(text))))])
+    codes = sorted(_codes(cipher, set(tokens(text))))
+    return struct.pack(f">{len(codes)}H", *codes)
 
 
 def needle(cipher: crypto.Cipher, word: str) -> bytes:
     """What a search looks for in the rows, for one normalized word."""
-    return _encode(cipher.word_tag(word))
+    return struct.pack(">H", _code(cipher.word_tag(word)))
 
 
 def decode_tags(blob: bytes) -> list[int]:
