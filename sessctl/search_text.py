@@ -2,8 +2,8 @@
 Pure functions over text; no SQL, no keys.
 
 Normalization (the same for stored text and for queries, so matching is case- and
-accent-insensitive): Unicode case folding, then compatibility decomposition (NFKD),
-then every nonspacing mark (category Mn) dropped. "Café", "CAFE" and "cafe" are one
+accent-insensitive): compatibility decomposition (NFKD), Unicode case folding, NFKD
+again, then every nonspacing mark (category Mn) dropped. "Café", "CAFE" and "cafe" are one
 word; "ﬁnance" is "finance"; "Straße" is "strasse". Normalizing is done character by
 character (each step maps one character to a string without looking at its
 neighbours), which is what lets a match found in the normalized text be mapped back to
@@ -50,7 +50,10 @@ SNIPPET_CHARS = 120
 
 
 def _norm_char(c: str) -> str:
-    return "".join(x for x in unicodedata.normalize("NFKD", c.casefold()) if unicodedata.category(x) != "Mn")
+    # Decompose first: a compatibility character may decompose to an upper-case
+    # letter (U+1D400 MATHEMATICAL BOLD CAPITAL A is "A"), which must then be folded.
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", c).casefold())
+    return "".join(x for x in folded if unicodedata.category(x) != "Mn")
 
 
 _CHAR_CACHE: dict[str, str] = {}
