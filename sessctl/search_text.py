@@ -31,7 +31,10 @@ from sessctl.errors import UsageError
 
 # Scripts written without spaces between words: one token per character.
 _SPLIT = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
-_ASCII_TOKEN = re.compile(r"[a-z0-9]+")
+# ASCII text (most of it): separators become spaces and letters lower case in one C
+# pass, then split() - about twice as fast as a regex, and indexing every message pays it.
+_ASCII_FOLD = str.maketrans({**{chr(i): " " for i in range(128) if not chr(i).isalnum()},
+                             **{c: c.lower() for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}})
 _token: re.Pattern[str] | None = None
 
 
@@ -78,7 +81,7 @@ def normalize(text: str) -> str:
 def tokens(text: str) -> list[str]:
     """The tokens of a text, in order (normalized first)."""
     if text.isascii():
-        return _ASCII_TOKEN.findall(text.lower())
+        return text.translate(_ASCII_FOLD).split()
     return _token_re().findall(normalize(text))
 
 
