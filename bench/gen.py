@@ -17,7 +17,10 @@ Shape (deterministic for a given --seed):
   bench-long's turns span weeks;
 - the first half of the sessions start and finish 180..91 days ago, the second half
   89 days ago..now, so `archive --older-than 90d` selects exactly half;
-- tokens (history/4 in, reply/4 out) and latencies (log-normal around 1.2 s) on replies.
+- tokens (history/4 in, reply/4 out) and latencies (log-normal around 1.2 s) on replies;
+- with --rare WORD, about one message in --rare-every (1,000) gets WORD at a random
+  word position (the `search` benchmark's rare word; the corpus cannot make it, so the
+  count written to DB.json is exact).
 
 2,000 turns of many sessions are written per transaction (the re-entrant Store.write),
 so a million messages take a few minutes. Prints, and writes to DB.json beside the database, the
@@ -139,7 +142,11 @@ def main() -> None:
     ap.add_argument("--long-session", type=int, default=1000, help="messages in session bench-long")
     ap.add_argument("--batch", type=int, default=2000, help="turns per transaction")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rare", metavar="WORD", help="place WORD in about one message in --rare-every")
+    ap.add_argument("--rare-every", type=int, default=1000, metavar="N")
     args = ap.parse_args()
+    # Its own generator, so the rest of the data is the same with or without --rare.
+    rare_rng = random.Random(args.seed + 7)
 
     rng = random.Random(args.seed)
     text = Text(rng)
@@ -157,7 +164,16 @@ def main() -> None:
     turns[0], turns[long_index] = turns[long_index], turns[0]
     events = timeline(rng, turns, anchor, long_index)
     plain = {"content": 0, "title": 0, "system": 0, "metadata": 0}
-    counts = {"sessions": 0, "messages": 0, "unanswered_turns": 0}
+    counts = {"sessions": 0, "messages": 0, "unanswered_turns": 0, "rare_messages": 0}
+
+    def sprinkle(t: str) -> str:
+        if not args.rare or rare_rng.randrange(args.rare_every):
+            return t
+        counts["rare_messages"] += 1
+        words = t.split(" ")
+        words.insert(rare_rng.randrange(len(words) + 1), args.rare)
+        return " ".join(words)
+
     history: dict[int, int] = {}
     specs: dict[int, NewSession] = {}
     started = time.monotonic()
@@ -187,14 +203,14 @@ def main() -> None:
         sid = create.id if create is not None else ("bench-long" if i == long_index else f"s{i:07d}")
         if create is not None:
             history[i] = len(create.system or "")
-        q = text.sized(180, 0.9, 5, 6000)
+        q = sprinkle(text.sized(180, 0.9, 5, 6000))
         plain["content"] += len(q.encode())
         if i != long_index and rng.random() < 0.005:
             store.append_messages(sid, [NewMessage("user", q, status="unanswered", created_at=t)], t, create=create)
             counts["unanswered_turns"] += 1
             counts["messages"] += 1
             return
-        a = text.sized(700, 0.8, 20, 12000)
+        a = sprinkle(text.sized(700, 0.8, 20, 12000))
         plain["content"] += len(a.encode())
         history[i] += len(q) + len(a)
         latency = int(min(60000, rng.lognormvariate(math.log(1200), 0.5)))
@@ -227,7 +243,7 @@ def main() -> None:
 
     db = Path(args.db)
     out = {
-        **counts, "seed": args.seed, "anchor": anchor, "seconds": round(time.monotonic() - started, 1),
+        **counts, "rare_word": args.rare, "seed": args.seed, "anchor": anchor, "seconds": round(time.monotonic() - started, 1),
         "plaintext_bytes": {**plain, "total": sum(plain.values())},
         "db_bytes": db.stat().st_size,
     }

@@ -27,6 +27,7 @@ _LAZY = {
     "Message": "sessctl.models",
     "Reply": "sessctl.models",
     "SessionFilter": "sessctl.models",
+    "SearchHit": "sessctl.models",
     "SessctlError": "sessctl.errors",
     "UsageError": "sessctl.errors",
     "NotFoundError": "sessctl.errors",
@@ -54,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         StorageError,
         UsageError,
     )
-    from sessctl.models import Message, Reply, Session, SessionFilter
+    from sessctl.models import Message, Reply, SearchHit, Session, SessionFilter
 
 
 def __getattr__(name: str) -> Any:

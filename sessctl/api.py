@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from sessctl.config import Config
 from sessctl.errors import SessctlError, UsageError
-from sessctl.models import Message, Reply, Session, SessionFilter
+from sessctl.models import Message, Reply, SearchHit, Session, SessionFilter
 from sessctl.service import App
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -275,6 +275,24 @@ class Client:
         if meta:
             f.meta = tuple((str(k), str(v)) for k, v in meta.items())
         return service.select(f, builtins.list(ids))
+
+    def search(self, query: str, *, session: str | None = None, limit: int | None = 20,
+               where: SessionFilter | None = None, **filters: Any) -> builtins.list[SearchHit]:
+        """Messages matching `query` across sessions, best first: every word must
+        match, "quoted phrases" as written, case and accents ignored. `session`
+        searches one session (NotFoundError when it does not exist); filters are
+        `list`'s (user, status, model, provider, older_than, since, before, meta), of
+        every status by default; `limit` None or 0: all hits. `.to_dict()` of each hit is
+        an element of `search --format json`. Searching never stores or caches plaintext.
+
+        >>> [(h.session, h.seq, h.snippet) for h in store.search('"refund policy" digital', user="alice")]   # doctest: +SKIP
+        [('user-123', 1, 'What is our refund policy for digital goods?')]
+        """
+        from sessctl import search
+
+        if not isinstance(query, str):
+            raise UsageError(f"the query must be a string, not {type(query).__name__}")
+        return search.search(self._app, query, where or self.filter(**filters), session_id=session, limit=limit)
 
     def archive(self, *ids: str | Iterable[str], where: SessionFilter | None = None, dry_run: bool = False,
                 **filters: Any) -> builtins.list[str]:
@@ -812,6 +830,13 @@ class AsyncClient:
         >>> [s.id for s in await store.list(user="alice")]   # doctest: +SKIP
         """
         return await self._db(lambda: self._sync.list(**kw))
+
+    async def search(self, query: str, **kw: Any) -> builtins.list[SearchHit]:
+        """Client.search, awaitable.
+
+        >>> [h.to_dict() for h in await store.search("invoice", session="ticket-9")]   # doctest: +SKIP
+        """
+        return await self._db(lambda: self._sync.search(query, **kw))
 
     async def archive(self, *ids: str | Iterable[str], **kw: Any) -> builtins.list[str]:
         """Client.archive, awaitable.

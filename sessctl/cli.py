@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "unarchive": "unarchive",
     "delete": "delete",
     "cleanup": "cleanup",
+    "search": "search",
     "export": "export",
     "import": "import_",
     "stats": "stats",

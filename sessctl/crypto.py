@@ -31,6 +31,9 @@ _CHECK_PLAINTEXT = b"sessctl data key check v1"
 # v2: every session carries its integrity digest (store/integrity.py). Kept inside the
 # sealed check value, so the mark cannot be removed without the key to make v1 anew.
 _CHECK_PLAINTEXT_V2 = b"sessctl data key check v2"
+# Bits kept of each word's keyed hash in the search index: 16,384 tags, so every tag
+# stands for many words (see README, "What the search index reveals").
+SEARCH_TAG_BITS = 14
 
 
 class Tampered(Exception):
@@ -72,6 +75,8 @@ class Cipher:
         # Keyed BLAKE2b for the per-session integrity chain and digest: a MAC in one C
         # call, so checking every message of an export costs little.
         self.integrity_key = hmac.new(dek, b"sessctl integrity v1", hashlib.sha256).digest()
+        # A separate key for the search index: the two blind indexes cannot be compared.
+        self._search_key = hmac.new(dek, b"sessctl search index v1", hashlib.sha256).digest()
 
     def seal(self, plaintext: str, associated: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
@@ -114,6 +119,15 @@ class Cipher:
 
         msg = json.dumps([key, value], ensure_ascii=False).encode()
         return hmac.new(self._index_key, msg, hashlib.sha256).digest()[:16]
+
+    def word_tag(self, word: str) -> int:
+        """The search index's tag of one normalized word: a keyed hash (BLAKE2b keyed
+        with a key derived from the data key) truncated to SEARCH_TAG_BITS, so that many
+        words share each tag (store/search.py caches it per word)."""
+        from hashlib import blake2b
+
+        digest = blake2b(word.encode(), key=self._search_key, digest_size=8).digest()
+        return int.from_bytes(digest, "big") >> (64 - SEARCH_TAG_BITS)
 
 
 # --- key-encryption keys -------------------------------------------------------------

@@ -6,13 +6,19 @@ Checks that only one engine can make come from the engine (SQLite: the file's ow
 integrity check, foreign keys, journal mode, file modes); the rest is the same SQL on
 SQLite and PostgreSQL.
 
+`--rebuild-search-index` is the one exception to read-only: it first rebuilds the
+search index in one write transaction (commands/doctor.py, through search.rebuild_index),
+then checks as usual.
+
 Each check ends `ok`, `warn` (worth knowing, not wrong), `fail` or `skip` (could not
 run because an earlier check failed). A failing check carries the exit code of its
 kind (SPEC.md exit codes):
   6  key or decryption: no key, wrong key, the key file readable by others, a value
-     that does not decrypt, a metadata index that does not match the data key;
+     that does not decrypt, a metadata or search index entry that does not match the
+     data key;
   7  storage: SQLite integrity, foreign keys, schema, sequence gaps, half-written turns,
-     counters, orphan rows, database files readable by others.
+     counters, orphan rows, messages missing from the search index (or its entries
+     without a message), database files readable by others.
 The command exits 7 if any storage check failed (the file itself needs attention, and
 decryption failures may only be a symptom), else 6 if a key check failed, else 0.
 
@@ -207,12 +213,17 @@ def _run_checks(report: Report, store: Any, health: Any, *, quick: bool, sample:
     # --quick: the per-session checks run on one random sample of sessions.
     pks = health.sample_ids(conn, "sessions", "pk", sample, rng) if quick else None
     cipher = _check_key(report, store, ring, n["values"])
+    with_search = "message_search" in tables
     if cipher is not None:
         _guard(report, store, "decrypt", lambda: _check_values(
             report, store, health, cipher, quick=quick, sample=sample, progress=progress, rng=rng,
-            total=n["values"], pks=pks))
+            total=n["values"], pks=pks, with_search=with_search))
     elif n["values"]:
         report.add("decrypt", "skip", "no usable key")
+        if with_search:
+            report.add("search index", "skip", "no usable key")
+    if not with_search:
+        report.add("search index", "skip", f"schema version {version} has none yet (the next write adds it)")
     if cipher is not None:
         _guard(report, store, "digests", lambda: _check_digests(report, store, conn, cipher, pks))
     elif n["sessions"]:
@@ -265,13 +276,21 @@ def _where(table: str, field_: str, sid: str, row: int) -> str:
 
 def _check_values(report: Report, store: Any, health: Any, cipher: crypto.Cipher, *, quick: bool, sample: int,
                   progress: Callable[[int], Progress | None] | None, rng: random.Random, total: int,
-                  pks: list[int] | None) -> None:
+                  pks: list[int] | None, with_search: bool = False) -> None:
+    from sessctl.store import search
+
     conn = store.conn
     bad: list[str] = []
     bad_count = 0
     index_bad: list[str] = []
     index_count = 0
     checked = 0
+    # The search index: messages without their row (storage), rows that do not match
+    # the message's text under this data key (key), rows without a message (storage).
+    search_missing: list[str] = []
+    search_wrong: list[str] = []
+    search_counts = {"missing": 0, "wrong": 0, "checked": 0}
+    backlog = search.backlog(conn) if with_search else None
 
     def try_open(blob: bytes, table: str, field_: str, sid: str, spk: int, row: int) -> str | None:
         nonlocal bad_count
@@ -304,14 +323,28 @@ def _check_values(report: Report, store: Any, health: Any, cipher: crypto.Cipher
 
     def bodies(rows: list[Any]) -> None:
         nonlocal checked
-        for _bid, blob, seq, sid, spk in rows:
-            try_open(blob, "messages", "content", sid, spk, seq)
+        for _bid, blob, seq, sid, spk, tags in rows:
+            plain = try_open(blob, "messages", "content", sid, spk, seq)
             checked += 1
+            if not with_search or plain is None:
+                continue
+            search_counts["checked"] += 1
+            if tags is None:
+                if backlog is None:
+                    search_counts["missing"] += 1
+                    if len(search_missing) < MAX_PROBLEMS:
+                        search_missing.append(f"session {sid!r} message {seq} is not in the search index")
+            elif bytes(tags) != search.encode_tags(cipher, plain):
+                search_counts["wrong"] += 1
+                if len(search_wrong) < MAX_PROBLEMS:
+                    search_wrong.append(f"session {sid!r} message {seq}: its search index entry does not match "
+                                        "its text under this data key")
 
     if quick:
         s_rows, s_tags = health.sessions_by_pk(conn, pks or [])
         sessions(s_rows, s_tags)
-        bodies(health.bodies_by_id(conn, health.sample_ids(conn, "message_bodies", "id", sample, rng)))
+        bodies(health.bodies_by_id(conn, health.sample_ids(conn, "message_bodies", "id", sample, rng),
+                                   with_search=with_search))
         scope = f"a sample of {checked} of {total} values"
     else:
         cb = progress(total) if progress else None
@@ -319,7 +352,7 @@ def _check_values(report: Report, store: Any, health: Any, cipher: crypto.Cipher
             sessions(s_rows, s_tags)
             if cb:
                 cb(checked, total)
-        for b_rows in health.body_batches(conn):
+        for b_rows in health.body_batches(conn, with_search=with_search):
             bodies(b_rows)
             if cb:
                 cb(checked, total)
@@ -336,6 +369,29 @@ def _check_values(report: Report, store: Any, health: Any, cipher: crypto.Cipher
         report.add("metadata index", "fail", f"{index_count} sessions' --meta index is wrong", KEY, index_bad)
     else:
         report.add("metadata index", "ok", "matches the metadata" + (" (sampled sessions)" if quick else ""))
+    if with_search:
+        stray = 0 if quick else search.stray_rows(conn)
+        _report_search(report, search_counts, search_missing, search_wrong, stray, backlog, quick)
+
+
+def _report_search(report: Report, counts: dict[str, int], missing: list[str], wrong: list[str], stray: int,
+                   backlog: int | None, quick: bool) -> None:
+    fix = "; run `sessctl doctor --rebuild-search-index`"
+    problems = missing + wrong + ([f"{stray} index entries belong to no message"] if stray else [])
+    if counts["missing"] or stray:
+        what = [f"{counts['missing']} messages are missing from it" if counts["missing"] else "",
+                f"{stray} entries belong to no message" if stray else "",
+                f"{counts['wrong']} entries do not match their message" if counts["wrong"] else ""]
+        report.add("search index", "fail", "; ".join(w for w in what if w) + fix, STORAGE, problems)
+    elif counts["wrong"]:
+        report.add("search index", "fail", f"{counts['wrong']} entries do not match their message under this "
+                                           "data key" + fix, KEY, problems)
+    elif backlog is not None:
+        report.add("search index", "warn", f"{backlog} messages stored before search existed are not indexed yet "
+                                           "(the next `sessctl search` indexes them, or --rebuild-search-index)")
+    else:
+        scope = f"a sample of {counts['checked']} messages" if quick else f"all {counts['checked']} messages"
+        report.add("search index", "ok", f"{scope} indexed, each entry matching its text")
 
 
 def _check_sessions(report: Report, health: Any, conn: Any, pks: list[int] | None,

@@ -178,6 +178,36 @@ class Reply:
 
 
 @dataclass
+class SearchHit:
+    """One message that matches a search (`Client.search`, `sessctl search`): where it
+    is, its relevance score, and a one-line snippet around the match (from the stored,
+    sanitized text).
+
+    >>> [(h.session, h.seq, h.role) for h in store.search("refund policy")]   # doctest: +SKIP
+    [('user-123', 1, 'user'), ('ticket-9', 4, 'assistant')]
+    """
+
+    session: str
+    seq: int
+    role: str
+    created_at: int
+    status: str
+    score: float
+    snippet: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object `search --format json` prints for this hit.
+
+        >>> SearchHit("a", 1, "user", 0, "ok", 1.5, "hi").to_dict()["created_at"]
+        '1970-01-01T00:00:00Z'
+        """
+        from sessctl.timeutil import iso
+
+        return {"session": self.session, "seq": self.seq, "role": self.role, "created_at": iso(self.created_at),
+                "status": self.status, "score": round(self.score, 4), "snippet": self.snippet}
+
+
+@dataclass
 class NewSession:
     """What `create` (or `send` creating on the fly) asks the store to write."""
 

@@ -149,6 +149,22 @@ def write_sessions(out: TextIO, sessions: Iterable[Session], fmt: str, *, show_s
     return n
 
 
+def write_search_hits(out: TextIO, hits: list[Any], fmt: str) -> None:
+    """`search` output (SearchHit objects, best first). `ids`: each session once, in the
+    order of its best hit."""
+    if fmt == "ids":
+        for sid in dict.fromkeys(h.session for h in hits):
+            out.write(sid + "\n")
+    elif fmt == "jsonl":
+        for h in hits:
+            out.write(dumps(h.to_dict()) + "\n")
+    elif fmt == "json":
+        write_json(out, [h.to_dict() for h in hits])
+    else:
+        rows = [[h.session, h.seq, h.role, iso(h.created_at), h.snippet] for h in hits]
+        out.write(_table(rows, ["SESSION", "SEQ", "ROLE", "TIME", "SNIPPET"]) + "\n")
+
+
 def stats_document(groups: list[tuple[Any, Stats]], by: str | None) -> dict[str, Any]:
     """What `stats --format json` prints (and `Client.stats` returns)."""
     if by is None:

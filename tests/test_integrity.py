@@ -166,7 +166,8 @@ def _downgrade(engine: str, db_conn: Callable[[], Any]) -> None:
         legacy = json.dumps(store._settings(s), sort_keys=True) if store._settings(s) else None
         c.execute("UPDATE sessions SET options = ? WHERE pk = ?", (legacy, pk))
     c.execute("UPDATE keyring SET dek_check = ?", (crypto.key_check(cipher, ring["db_id"], version=1),))
-    for statement in ("ALTER TABLE sessions DROP COLUMN settings", "ALTER TABLE sessions DROP COLUMN digest",
+    for statement in ("DROP TABLE IF EXISTS message_search", "DROP TABLE IF EXISTS search_backlog",
+                      "ALTER TABLE sessions DROP COLUMN settings", "ALTER TABLE sessions DROP COLUMN digest",
                       "ALTER TABLE messages DROP COLUMN chain", "DELETE FROM schema_migrations WHERE version >= 3"):
         c.execute(statement)
     if engine == "sqlite":

@@ -68,6 +68,8 @@ def populated(ok: Run) -> None:
     (True, ["export", "--all", "--format", "jsonl"], {"sqlite3", "cryptography"}),
     (True, ["send", "-s", "a", "again"], {"sqlite3", "cryptography", "asyncio", "sessctl.sanitize"}),
     (True, ["doctor", "--json"], {"sqlite3", "cryptography"}),
+    (True, ["search", "hello", "--json"], {"sqlite3", "cryptography"}),  # no sanitizer: it only reads
+    (True, ["search", "hello"], {"sqlite3", "cryptography", "tabulate"}),
     (True, ["key", "status", "--json"], {"sqlite3", "cryptography"}),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_commands_import_only_what_they_need(paths: Paths, ok: Run, request: pytest.FixtureRequest, data: bool,

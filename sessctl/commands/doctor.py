@@ -15,25 +15,49 @@ from sessctl.commands._common import count_type, format_option, get_app, resolve
               help="Faster: SQLite quick_check and a random sample of values instead of every value.")
 @click.option("--sample", type=count_type(1), default=1000, show_default=True, metavar="N",
               help="With --quick, how many sessions and how many messages to decrypt.")
+@click.option("--rebuild-search-index", "rebuild", is_flag=True,
+              help="First rebuild the search index from the decrypted messages (one transaction), then check.")
 @format_option(("table", "json"))
 @click.pass_context
-def cli(ctx: click.Context, quick: bool, sample: int, fmt: str, json_flag: bool) -> None:
+def cli(ctx: click.Context, quick: bool, sample: int, rebuild: bool, fmt: str, json_flag: bool) -> None:
     """Check the database: SQLite integrity, schema version, file permissions, the key,
-    that every value decrypts, and that sequences, turns and counters are consistent.
+    that every value decrypts, that the metadata and search indexes match, and that
+    sequences, turns and counters are consistent.
 
-    Read-only. Prints a report; exits 0 when all is well, 7 when a storage check fails
-    (integrity, schema, sequences, turns, counters, orphans, database file permissions),
-    else 6 when a key check fails (key, decryption, metadata index, key file permissions).
+    Read-only, except with --rebuild-search-index. Prints a report; exits 0 when all is
+    well, 7 when a storage check fails (integrity, schema, sequences, turns, counters,
+    orphans, messages missing from the search index, database file permissions), else 6
+    when a key check fails (key, decryption, metadata or search index entries, key file
+    permissions).
 
     \b
     Examples:
       sessctl doctor
       sessctl doctor --quick
+      sessctl doctor --rebuild-search-index
       sessctl doctor --json | jq '.checks[] | select(.status != "ok")'
     """
     from sessctl import doctor, ops, report
 
     app = get_app(ctx)
+    if rebuild:
+        from sessctl import search
+
+        with contextlib.ExitStack() as stack:
+
+            def rebuild_progress(total: int) -> Any:
+                step = stack.enter_context(ops.progress(app, total, "indexing"))
+                seen = [0]
+
+                def update(done: int, _total: int) -> None:
+                    step(done - seen[0])
+                    seen[0] = done
+
+                return update
+
+            n = search.rebuild_index(app, rebuild_progress)
+        if n is not None:
+            app.notice(f"search index rebuilt: {n} messages indexed")
     with contextlib.ExitStack() as stack:
 
         def progress(total: int) -> Any:

@@ -10,6 +10,19 @@ is written once, in the dialect SQLite and PostgreSQL share; `engine.py` says wh
 engine supplies (connections, transactions and their retries, row locks, schema
 migrations, a few dialect expressions), and `sqlite.py` and `postgres.py` supply it.
 
+Every message is also in the blind search index (store/search.py), written in the same
+transaction as the message. A write path that stores message text calls, inside its
+transaction and after the message row exists:
+
+    store.index_message(conn, session_pk, seq, clean_text)   # the SANITIZED text, as sealed
+
+(`_seal_text` returns it; a path that copies already-stored text, such as a fork,
+passes the decrypted text), and one that removes or replaces a single message calls
+`store.unindex_message(conn, session_pk, seq)` (deleting the message row does it too:
+the index row references it ON DELETE CASCADE). Deleting a whole session goes through
+bulk._delete_pk, which removes its index rows. A message without its index row is
+invisible to `search`; doctor reports it, and `doctor --rebuild-search-index` repairs it.
+
 Every write runs in one transaction (`Store.write`) that the engine retries as a whole
 when it is transient trouble (SQLite busy, a PostgreSQL serialization failure or
 deadlock), so concurrent processes queue cleanly and a killed process leaves either
@@ -333,15 +346,41 @@ class Store:
         self, text: str | None, table: str, field: str, session_id: str, session_pk: int, row: int
     ) -> tuple[bytes | None, dict[str, int]]:
         """Make valid, sanitize, then seal. The single path by which text reaches the database."""
+        blob, counts, _ = self._seal_text(text, table, field, session_id, session_pk, row)
+        return blob, counts
+
+    def _seal_text(
+        self, text: str | None, table: str, field: str, session_id: str, session_pk: int, row: int
+    ) -> tuple[bytes | None, dict[str, int], str | None]:
+        """`_put_text`, also returning the sanitized text: what a message's search index
+        row is made from, so redacted values are never searchable."""
         if text is None:
-            return None, {}
+            return None, {}, None
         valid, bad = _text.clean(text)
         clean, counts = self.sanitizer.sanitize(valid)
         if bad:
             counts = {**counts, _text.RULE: counts.get(_text.RULE, 0) + bad}
         cipher = self.cipher(create=True)
         assert cipher is not None
-        return cipher.seal(clean, crypto.aad(table, field, session_id, session_pk, row)), counts
+        return cipher.seal(clean, crypto.aad(table, field, session_id, session_pk, row)), counts, clean
+
+    # --- the search index ------------------------------------------------------------
+
+    def index_message(self, conn: Any, session_pk: int, seq: int, text: str) -> None:
+        """Put one message in the search index (or replace its entry), inside the
+        caller's write transaction. `text` is the message as stored: sanitized. Every
+        path that writes a message calls this (see the module docstring)."""
+        from sessctl.store import search
+
+        cipher = self.cipher(create=True)
+        assert cipher is not None
+        search.index_message(conn, cipher, session_pk, seq, text)
+
+    def unindex_message(self, conn: Any, session_pk: int, seq: int) -> None:
+        """Remove one message's search index entry, inside the caller's write transaction."""
+        from sessctl.store import search
+
+        search.unindex_message(conn, session_pk, seq)
 
     def _open_text(
         self, blob: bytes | None, table: str, field: str, session_id: str, session_pk: int, row: int
@@ -628,7 +667,7 @@ class Store:
                 chain = bytes(last[0]) if last and last[0] is not None else None
             for i, m in enumerate(messages):
                 seq = count + i + 1
-                blob, red = self._put_text(m.content, "messages", "content", session_id, pk, seq)
+                blob, red, clean = self._seal_text(m.content, "messages", "content", session_id, pk, seq)
                 red = _merge_counts(red, m.redactions)
                 facts = (seq, m.role, m.status, m.created_at or now, _text.plain(m.provider), _text.plain(m.model),
                          m.tokens_in, m.tokens_out, int(m.tokens_estimated) if m.tokens_in is not None else None,
@@ -641,6 +680,7 @@ class Store:
                     (pk, *facts, sum(red.values()), chain),
                 )
                 conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.fetchone()[0], blob))
+                self.index_message(conn, pk, seq, clean or "")
                 tin += m.tokens_in or 0
                 tout += m.tokens_out or 0
                 written.append((seq, red))

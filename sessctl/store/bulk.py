@@ -59,6 +59,7 @@ def _delete_pk(conn: Any, pk: int) -> None:
     # Explicit rather than relying on ON DELETE CASCADE alone, so the result does not
     # depend on the connection's foreign_keys pragma (doctor and other tools may open
     # the file with their own settings). secure_delete zeroes the freed cells.
+    conn.execute("DELETE FROM message_search WHERE session_pk = ?", (pk,))
     conn.execute("DELETE FROM message_bodies WHERE id IN (SELECT id FROM messages WHERE session_pk = ?)", (pk,))
     conn.execute("DELETE FROM messages WHERE session_pk = ?", (pk,))
     conn.execute("DELETE FROM session_meta_index WHERE session_pk = ?", (pk,))
@@ -203,7 +204,7 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
     key = store._integrity_key()
     chain = None
     for m in messages:
-        blob, fresh = store._put_text(m.content, "messages", "content", s.id, pk, m.seq)
+        blob, fresh, clean = store._seal_text(m.content, "messages", "content", s.id, pk, m.seq)
         red = _merge_counts(m.redactions, fresh)
         fresh_total = _merge_counts(fresh_total, fresh)
         facts = (m.seq, m.role, m.status, m.created_at, plain(m.provider), plain(m.model), m.tokens_in,
@@ -217,6 +218,7 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
             (pk, *facts, sum(red.values()), chain),
         )
         conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.fetchone()[0], blob))
+        store.index_message(conn, pk, m.seq, clean or "")
     store._add_redactions(conn, pk, fresh_total)
     # Texts last: their write reseals the session's digest over everything above.
     store._write_session_texts(conn, pk, s.id, s.title, s.system, s.metadata,

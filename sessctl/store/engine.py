@@ -229,6 +229,11 @@ class Engine(ABC):
     def day(self, column: str) -> str:
         """SQL for the UTC day (YYYY-MM-DD) of a Unix-seconds column."""
 
+    @abstractmethod
+    def blob_contains(self, column: str) -> str:
+        """SQL true when the bytes bound to its one `?` occur in the blob `column`
+        (the search index's scan)."""
+
     def index_hint(self, index: str) -> str:
         """`FROM table{hint}`: force an index where the planner would not pick it."""
         return ""

@@ -128,7 +128,9 @@ def orphans(conn: Any, *, quick: bool = False) -> dict[str, int]:
 # --- encrypted values -------------------------------------------------------------------
 
 SessionRow = tuple[int, str, bytes | None, bytes | None, bytes | None]  # pk, id, title, system, metadata
-BodyRow = tuple[int, bytes, int, str, int]  # body id, content, seq, session id, session pk
+# body id, content, seq, session id, session pk, and the message's search index row
+# (None when it has none, or when the schema predates the index: see `with_search`).
+BodyRow = tuple[int, bytes, int, str, int, bytes | None]
 
 
 def session_batches(conn: Any, size: int = 1000) -> Iterator[tuple[list[SessionRow], dict[int, set[bytes]]]]:
@@ -157,14 +159,21 @@ def stray_index_tags(conn: Any) -> int:
     ).fetchone()[0])
 
 
-_BODIES = ("SELECT b.id, b.content, m.seq, s.id, s.pk FROM message_bodies b "
-           "JOIN messages m ON m.id = b.id JOIN sessions s ON s.pk = m.session_pk")
+def _bodies(with_search: bool) -> str:
+    if not with_search:
+        return ("SELECT b.id, b.content, m.seq, s.id, s.pk, NULL FROM message_bodies b "
+                "JOIN messages m ON m.id = b.id JOIN sessions s ON s.pk = m.session_pk")
+    return ("SELECT b.id, b.content, m.seq, s.id, s.pk, t.tags FROM message_bodies b "
+            "JOIN messages m ON m.id = b.id JOIN sessions s ON s.pk = m.session_pk "
+            "LEFT JOIN message_search t ON t.session_pk = m.session_pk AND t.seq = m.seq")
 
 
-def body_batches(conn: Any, size: int = 2000) -> Iterator[list[BodyRow]]:
+def body_batches(conn: Any, size: int = 2000, *, with_search: bool = False) -> Iterator[list[BodyRow]]:
+    """Every message body, in id order, with its search index row when with_search."""
     last = 0
+    sql = _bodies(with_search)
     while True:
-        rows = conn.execute(f"{_BODIES} WHERE b.id > ? ORDER BY b.id LIMIT ?", (last, size)).fetchall()
+        rows = conn.execute(f"{sql} WHERE b.id > ? ORDER BY b.id LIMIT ?", (last, size)).fetchall()
         if not rows:
             return
         yield rows
@@ -204,9 +213,10 @@ def sessions_by_pk(conn: Any, pks: list[int]) -> tuple[list[SessionRow], dict[in
     return rows, tags
 
 
-def bodies_by_id(conn: Any, ids: list[int]) -> list[BodyRow]:
+def bodies_by_id(conn: Any, ids: list[int], *, with_search: bool = False) -> list[BodyRow]:
     rows: list[BodyRow] = []
+    sql = _bodies(with_search)
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
-        rows += conn.execute(f"{_BODIES} WHERE b.id IN ({','.join('?' * len(chunk))}) ORDER BY b.id", chunk).fetchall()
+        rows += conn.execute(f"{sql} WHERE b.id IN ({','.join('?' * len(chunk))}) ORDER BY b.id", chunk).fetchall()
     return rows

@@ -25,6 +25,7 @@ from typing import Any
 from sessctl import crypto
 from sessctl.errors import CryptoError, StorageError
 from sessctl.store import integrity
+from sessctl.store import search
 
 Progress = Callable[[int, int], None]  # (values done, values in total)
 
@@ -115,8 +116,8 @@ def count_values(store: Any) -> int:
 
 def reencrypt(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int,
               progress: Progress | None = None) -> int:
-    """New data key; every value re-sealed and the metadata index re-keyed, all in one
-    transaction. Returns how many values (see count_values) were re-encrypted."""
+    """New data key; every value re-sealed and both blind indexes (metadata, search)
+    re-keyed, all in one transaction. Returns how many values (see count_values) were re-encrypted."""
     db_id = unlocked.ring["db_id"]
     old = crypto.Cipher(unlocked.dek)
     new_dek = crypto.new_data_key()
@@ -173,6 +174,11 @@ def reencrypt(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int,
             done += sum((r[2] is not None) + (r[3] is not None) + (r[4] is not None) for r in rows)
             if progress:
                 progress(done, total)
+        # The search index is keyed by the data key too: every message's row is made
+        # again from its text under the new key (and messages still waiting in the
+        # backlog get theirs now).
+        conn.execute("DELETE FROM message_search")
+        conn.execute("DELETE FROM search_backlog")
         last = 0
         bodies = 0
         while True:
@@ -184,10 +190,13 @@ def reencrypt(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int,
             ).fetchall()
             if not rows:
                 break
-            conn.executemany(
-                "UPDATE message_bodies SET content = ? WHERE id = ?",
-                [(reseal(blob, "messages", "content", sid, spk, seq)[0], bid) for bid, blob, seq, sid, spk in rows],
-            )
+            sealed, indexed = [], []
+            for bid, blob, seq, sid, spk in rows:
+                fresh, plain = reseal(blob, "messages", "content", sid, spk, seq)
+                sealed.append((fresh, bid))
+                indexed.append((spk, seq, search.encode_tags(new, plain)))
+            conn.executemany("UPDATE message_bodies SET content = ? WHERE id = ?", sealed)
+            conn.executemany("INSERT INTO message_search (session_pk, seq, tags) VALUES (?, ?, ?)", indexed)
             last = rows[-1][0]
             bodies += len(rows)
             done += len(rows)

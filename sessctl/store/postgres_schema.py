@@ -113,10 +113,27 @@ def _m003_integrity(conn: Any) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN chain bytea")
 
 
+def _m004_search_index(conn: Any) -> None:
+    # The same two tables as SQLite's step 3 (see there for why each exists).
+    conn.execute("""CREATE TABLE message_search (
+        session_pk bigint NOT NULL,
+        seq bigint NOT NULL,
+        tags bytea NOT NULL,
+        PRIMARY KEY (session_pk, seq),
+        FOREIGN KEY (session_pk, seq) REFERENCES messages (session_pk, seq) ON DELETE CASCADE
+    )""")
+    conn.execute("""CREATE TABLE search_backlog (
+        id integer PRIMARY KEY CHECK (id = 1),
+        messages bigint NOT NULL
+    )""")
+    conn.execute("INSERT INTO search_backlog (id, messages) SELECT 1, count(*) FROM messages HAVING count(*) > 0")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("initial", _m001_initial),
     ("scale indexes", _m002_scale_indexes),
     ("integrity digests and sealed settings", _m003_integrity),
+    ("search index", _m004_search_index),
 ]
 LATEST = len(MIGRATIONS)
 
@@ -148,7 +165,8 @@ def check_version(version: int, where: object) -> None:
 
 def check_not_foreign(conn: Any, where: object) -> None:
     """Refuse a schema whose tables look like ours but were not made by sessctl."""
-    ours = {"keyring", "sessions", "messages", "message_bodies", "session_meta_index"}
+    ours = {"keyring", "sessions", "messages", "message_bodies", "session_meta_index", "message_search",
+            "search_backlog"}
     clash = sorted(
         r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")

@@ -220,6 +220,9 @@ class SQLiteEngine(Engine):
     def day(self, column: str) -> str:
         return f"strftime('%Y-%m-%d', {column}, 'unixepoch')"
 
+    def blob_contains(self, column: str) -> str:
+        return f"instr({column}, ?) > 0"
+
     def index_hint(self, index: str) -> str:
         return f" INDEXED BY {index}"
 

@@ -116,10 +116,33 @@ def _m003_integrity(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN chain BLOB")
 
 
+def _m004_search_index(conn: sqlite3.Connection) -> None:
+    # The blind search index (store/search.py): one row per message, the sorted set of
+    # its words' truncated keyed hashes, clustered by (session_pk, seq) so that a
+    # message is indexed with one insert and a session's rows go with one range delete.
+    # The foreign key to the message removes a row with its message (ON DELETE CASCADE).
+    conn.execute("""CREATE TABLE message_search (
+        session_pk INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        tags BLOB NOT NULL,
+        PRIMARY KEY (session_pk, seq),
+        FOREIGN KEY (session_pk, seq) REFERENCES messages (session_pk, seq) ON DELETE CASCADE
+    ) STRICT, WITHOUT ROWID""")
+    # Messages stored before this step cannot be indexed here (a migration has no key):
+    # one row records that they are waiting; the first search (or doctor
+    # --rebuild-search-index) indexes them and removes it.
+    conn.execute("""CREATE TABLE search_backlog (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        messages INTEGER NOT NULL
+    ) STRICT""")
+    conn.execute("INSERT INTO search_backlog (id, messages) SELECT 1, count(*) FROM messages HAVING count(*) > 0")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("initial", _m001_initial),
     ("scale indexes", _m002_scale_indexes),
     ("integrity digests and sealed settings", _m003_integrity),
+    ("search index", _m004_search_index),
 ]
 LATEST = len(MIGRATIONS)
 
