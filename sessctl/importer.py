@@ -15,20 +15,19 @@ from typing import IO, Any
 from sessctl import timeutil
 from sessctl.errors import AlreadyExistsError, StorageError, UsageError
 from sessctl.import_reader import Invalid, Reader
-from sessctl.models import SESSION_ID, STATUSES, Message, Session
+from sessctl.models import MESSAGE_STATUSES, SESSION_ID, STATUSES, Message, Session
 from sessctl.service import App, new_session_spec
 
 ON_CONFLICT = ("fail", "skip", "replace")
 
 SESSION_FIELDS = {
     "id", "user", "title", "provider", "model", "status", "created_at", "updated_at", "archived_at",
-    "expires_at", "system", "metadata", "options", "context", "stats", "messages",
+    "expires_at", "system", "metadata", "options", "context", "stats", "messages", "forked_from",
 }
 USER_MESSAGE_FIELDS = {"seq", "role", "content", "created_at", "redactions", "status"}
 REPLY_MESSAGE_FIELDS = USER_MESSAGE_FIELDS | {
     "model", "tokens_in", "tokens_out", "latency_ms", "provider", "tokens_estimated", "first_token_ms",
 }
-MESSAGE_STATUSES = ("ok", "incomplete", "unanswered")
 
 
 # --- validating -----------------------------------------------------------------------
@@ -165,6 +164,7 @@ def parse_session(app: App | None, element: Any, where: str) -> tuple[Session, l
                 raise c.fail("stats.redactions", f"is {given}, less than the messages' {message_redactions}")
             redactions = given
 
+    forked_from, forked_at = _origin(c, element.get("forked_from"))
     session = Session(
         pk=0, id=sid, user=c.string(element, "user", "user"), provider=provider, model=model,
         status=c.choice(element, "status", "status", STATUSES, "active"),
@@ -176,8 +176,21 @@ def parse_session(app: App | None, element: Any, where: str) -> tuple[Session, l
         max_context_messages=c.count(context, "max_messages", "context.max_messages", minimum=1),
         max_context_tokens=c.count(context, "max_tokens", "context.max_tokens", minimum=1),
         message_count=len(messages), tokens_in=tokens_in, tokens_out=tokens_out, redactions=redactions,
+        forked_from=forked_from, forked_at=forked_at,
     )
     return session, messages
+
+
+def _origin(c: _Check, value: Any) -> tuple[str | None, int | None]:
+    """`forked_from`: null, or {"id": the origin session, "seq": the last message copied}."""
+    if value is None:
+        return None, None
+    origin = c.obj(value, "forked_from")
+    c.fields(origin, {"id", "seq"}, "forked_from.")
+    oid = c.string(origin, "id", "forked_from.id", nullable=False)
+    if not SESSION_ID.fullmatch(oid or ""):
+        raise c.fail("forked_from.id", f"{oid!r} is not a valid session id")
+    return oid, c.count(origin, "seq", "forked_from.seq", nullable=False)
 
 
 def parse_message(raw: Any, *, seq: int | None = None) -> Message:

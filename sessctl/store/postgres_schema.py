@@ -106,9 +106,32 @@ def _m002_scale_indexes(conn: Any) -> None:
     conn.execute("CREATE INDEX messages_created ON messages (created_at)")
 
 
+def _m003_reserved(conn: Any) -> None:
+    # PLACEHOLDER for step 3 (encrypted search, issue 13, another branch): the lead
+    # puts that step here at merge, so this branch's step below is number 4 already.
+    pass
+
+
+def _m004_workflow(conn: Any) -> None:
+    """The same as SQLite's step 4 (retry's `superseded` status, a fork's origin, an
+    index of the messages that are not ok). PostgreSQL alters the CHECK in place."""
+    # The column constraint's generated name, looked up rather than assumed.
+    names = [r[0] for r in conn.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'messages'::regclass AND contype = 'c' "
+        "AND pg_get_constraintdef(oid) LIKE '%status%'")]
+    for name in names:
+        conn.execute(f'ALTER TABLE messages DROP CONSTRAINT "{name}"')
+    conn.execute("ALTER TABLE messages ADD CONSTRAINT messages_status_check "
+                 "CHECK (status IN ('ok', 'incomplete', 'unanswered', 'superseded'))")
+    conn.execute("ALTER TABLE sessions ADD COLUMN forked_from text, ADD COLUMN forked_at bigint")
+    conn.execute("CREATE INDEX messages_not_ok ON messages (status, session_pk) WHERE status <> 'ok'")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("initial", _m001_initial),
     ("scale indexes", _m002_scale_indexes),
+    ("reserved for issue 13", _m003_reserved),  # PLACEHOLDER: search's step 3 goes here
+    ("workflow: superseded status, fork origin", _m004_workflow),
 ]
 LATEST = len(MIGRATIONS)
 

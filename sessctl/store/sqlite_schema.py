@@ -11,6 +11,7 @@ logical schema.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -105,9 +106,66 @@ def _m002_scale_indexes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX messages_created ON messages (created_at)")
 
 
+def _m003_reserved(conn: sqlite3.Connection) -> None:
+    # PLACEHOLDER for step 3, which belongs to encrypted search (issue 13, another
+    # branch): the lead puts that step here at merge. It exists so that this branch's
+    # step below is number 4 on every database it migrates, as it will be after merge.
+    pass
+
+
+# The CHECK on messages.status before and after step 4: retry keeps a replaced reply,
+# marked `superseded`.
+_STATUS_CHECK_3 = "CHECK (status IN ('ok', 'incomplete', 'unanswered'))"
+_STATUS_CHECK_4 = "CHECK (status IN ('ok', 'incomplete', 'unanswered', 'superseded'))"
+
+
+def _m004_workflow(conn: sqlite3.Connection) -> None:
+    """retry and fork (issue 12): a `superseded` message status, the origin of a fork,
+    and an index of the messages that are not `ok` (for `stats`).
+
+    SQLite cannot alter a CHECK constraint, so `messages` is rebuilt with SQLite's own
+    procedure (lang_altertable.html, "other kinds of table schema changes"): the new
+    table is made from the stored CREATE statement with only the CHECK changed (so
+    columns an earlier step added stay), rows copied with their ids (message_bodies
+    and anything else keyed by message id stay valid), the old table dropped, the new
+    one renamed, and every index and trigger on it re-created from its stored SQL
+    (whatever earlier steps made). `migrate` runs this step with foreign keys off, so
+    dropping the old table cannot cascade into message_bodies, and checks them before
+    committing. All of it is one transaction: a crash leaves version 3 intact.
+    """
+    (table_sql,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'").fetchone()
+    if table_sql.count(_STATUS_CHECK_3) != 1:
+        raise StorageError("cannot migrate: the messages table is not as sessctl made it "
+                           "(its status CHECK constraint was changed); restore it from a backup")
+    new_sql = table_sql.replace(_STATUS_CHECK_3, _STATUS_CHECK_4)
+    new_sql = re.sub(r"^CREATE TABLE\s+\"?messages\"?", "CREATE TABLE messages_rebuild", new_sql, count=1)
+    attached = [r[0] for r in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'messages' AND type IN ('index', 'trigger') "
+        "AND sql IS NOT NULL ORDER BY type, name")]
+    conn.execute(new_sql)
+    conn.execute("INSERT INTO messages_rebuild SELECT * FROM messages")
+    conn.execute("DROP TABLE messages")
+    conn.execute("ALTER TABLE messages_rebuild RENAME TO messages")
+    for sql in attached:
+        conn.execute(sql)
+    # A fork's origin: the session id and the last seq copied. Plaintext like every id;
+    # not a foreign key, since the origin may be deleted and the fork keeps its history.
+    conn.execute("ALTER TABLE sessions ADD COLUMN forked_from TEXT")
+    conn.execute("ALTER TABLE sessions ADD COLUMN forked_at INTEGER")
+    # `stats` counts messages by status from this small index (most messages are ok)
+    # instead of scanning every message.
+    conn.execute("CREATE INDEX messages_not_ok ON messages (status, session_pk) WHERE status <> 'ok'")
+    problems = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if problems:
+        raise StorageError(f"cannot migrate: {len(problems)} rows break foreign keys; run `sessctl doctor`")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("initial", _m001_initial),
     ("scale indexes", _m002_scale_indexes),
+    ("reserved for issue 13", _m003_reserved),  # PLACEHOLDER: search's step 3 goes here
+    ("workflow: superseded status, fork origin", _m004_workflow),
 ]
 LATEST = len(MIGRATIONS)
 
@@ -144,7 +202,18 @@ def check_not_foreign(conn: sqlite3.Connection, path: object) -> None:
 
 
 def migrate(conn: sqlite3.Connection, path: object) -> int:
-    """Apply pending steps; returns how many ran. The caller holds no transaction."""
+    """Apply pending steps; returns how many ran. The caller holds no transaction.
+
+    Foreign keys are off while steps run (a table rebuild must not cascade; the
+    pragma is a no-op inside a transaction, hence here) and back on afterwards."""
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        return _migrate(conn, path)
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _migrate(conn: sqlite3.Connection, path: object) -> int:
     applied = 0
     while True:
         conn.execute("BEGIN IMMEDIATE")
