@@ -22,6 +22,8 @@ from sessctl import __version__
 COMMANDS: dict[str, str] = {
     "create": "create",
     "send": "send",
+    "retry": "retry",
+    "fork": "fork",
     "list": "list_",
     "show": "show",
     "meta": "meta",
@@ -33,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "import": "import_",
     "stats": "stats",
+    "templates": "templates",
     "providers": "providers",
     "sanitize": "sanitize",
     "key": "key",
