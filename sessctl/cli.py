@@ -22,6 +22,7 @@ from sessctl import __version__
 COMMANDS: dict[str, str] = {
     "create": "create",
     "send": "send",
+    "chat": "chat",
     "retry": "retry",
     "fork": "fork",
     "list": "list_",

@@ -498,3 +498,21 @@ def exit_code(results: Sequence[TurnResult]) -> int:
     codes = [int(r.error.exit_code) for r in results if r.error is not None]
     stopped = [int(r.error.exit_code) for r in results if isinstance(r.error, Interrupted)]
     return (stopped or codes or [0])[0]
+
+
+def kept_note(r: TurnResult, multi: bool = False) -> str:
+    """For an error message: where the user's text went when the call failed (saved,
+    never lost), or, for a retry, that nothing changed."""
+    if r.retried_seq is not None:
+        # A retry stores no new message: say what stayed as it was.
+        note = f"; message {r.retried_seq} stays as it was"
+        if r.partial_chars:
+            note += ", and the partial reply is kept, marked incomplete"
+        return note
+    if not r.kept:
+        return ""
+    where = "" if multi else f" in session {r.session_id!r}"
+    note = f"; your message is saved{where}, marked unanswered"
+    if r.partial_chars:
+        note += ", and the partial reply, marked incomplete"
+    return note

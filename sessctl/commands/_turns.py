@@ -12,6 +12,7 @@ def run(ctx: click.Context, app: Any, sessions: tuple[str, ...] | list[str], opt
     """Send (with Ctrl-C and SIGTERM handled), print each reply or error, and exit
     with the code of the first failure in the order given."""
     from sessctl import conversation, render
+    from sessctl.conversation import kept_note
 
     streamed: list[str] = []
 
@@ -53,20 +54,3 @@ def run(ctx: click.Context, app: Any, sessions: tuple[str, ...] | list[str], opt
             app.stderr.write(f"sessctl: error: {prefix}{r.error}{kept_note(r, multi)}\n")
     app.stdout.flush()
     ctx.exit(conversation.exit_code(results))
-
-
-def kept_note(r: Any, multi: bool = False) -> str:
-    """Where the user's text went when the call failed: saved, never lost."""
-    if r.retried_seq is not None:
-        # A retry stores no new message: say what stayed as it was.
-        note = f"; message {r.retried_seq} stays as it was"
-        if r.partial_chars:
-            note += ", and the partial reply is kept, marked incomplete"
-        return note
-    if not r.kept:
-        return ""
-    where = "" if multi else f" in session {r.session_id!r}"
-    note = f"; your message is saved{where}, marked unanswered"
-    if r.partial_chars:
-        note += ", and the partial reply, marked incomplete"
-    return note
