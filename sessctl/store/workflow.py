@@ -4,8 +4,8 @@ changes the status of messages already stored.
 Besides Store.append_messages and bulk.insert_full, these are the only functions that
 write message rows or change them:
 
-- `fork_session` inserts copies of messages (each through `_insert_copy`, the one
-  place a copied message is written);
+- `fork_session` inserts copies of messages (through `_insert_copies`, the one
+  place copied messages are written);
 - `set_message_statuses` changes the status of stored messages (retry: a replaced
   reply becomes `superseded`, an answered message `ok`).
 
@@ -125,11 +125,10 @@ def fork_session(store: Store, origin_id: str, new_id: str, *, at: int | None, n
                 (origin.pk, done, upto, FORK_BATCH)).fetchall()
             if not rows:
                 raise StorageError(f"session {origin_id!r} has fewer messages than its count says; run `sessctl doctor`")
-            for row in rows:
-                m = store._message(origin, row)
-                if opened and m.seq == upto:
-                    m.status = "unanswered"
-                red = _insert_copy(store, conn, new_id, pk, m)
+            batch = [store._message(origin, row) for row in rows]
+            if opened and batch[-1].seq == upto:
+                batch[-1].status = "unanswered"
+            for m, red in zip(batch, _insert_copies(store, conn, new_id, pk, batch)):
                 tin += m.tokens_in or 0
                 tout += m.tokens_out or 0
                 red_total += sum(red.values())
@@ -192,18 +191,30 @@ def _header_redactions(conn: Any, origin: Session) -> tuple[int, dict[str, int]]
     return max(origin.redactions - msg_total, 0), rules
 
 
-def _insert_copy(store: Store, conn: Any, session_id: str, pk: int, m: Message) -> dict[str, int]:
-    """Write one copied message under the new session: the one place fork writes a
-    message. Returns its redaction counts (its own, plus any a newer rule set finds)."""
-    blob, fresh = store._put_text(m.content, "messages", "content", session_id, pk, m.seq)
-    red = _merge_counts(m.redactions, fresh)
-    cur = conn.execute(
+def _insert_copies(store: Store, conn: Any, session_id: str, pk: int, batch: Sequence[Message]) -> list[dict[str, int]]:
+    """Write copied messages under the new session: the one place fork writes messages.
+    Each text goes through the store's sanitize+seal path under the new session's
+    associated data; the rows go in two multi-row statements per batch (one round
+    trip each, which is what a PostgreSQL server far away makes count). Returns each
+    message's redaction counts (its own, plus any a newer rule set finds)."""
+    reds: list[dict[str, int]] = []
+    values: list[Any] = []
+    blobs: dict[int, bytes | None] = {}
+    for m in batch:
+        blob, fresh = store._put_text(m.content, "messages", "content", session_id, pk, m.seq)
+        red = _merge_counts(m.redactions, fresh)
+        reds.append(red)
+        blobs[m.seq] = blob
+        values += [pk, m.seq, m.role, m.status, m.created_at, m.provider, m.model, m.tokens_in, m.tokens_out,
+                   int(m.tokens_estimated) if m.tokens_in is not None else None, m.latency_ms, m.first_token_ms,
+                   json.dumps(red, sort_keys=True) if red else None, sum(red.values())]
+    marks = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(batch))
+    ids = conn.execute(
         "INSERT INTO messages (session_pk, seq, role, status, created_at, provider, model, tokens_in, "
         "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (pk, m.seq, m.role, m.status, m.created_at, m.provider, m.model, m.tokens_in, m.tokens_out,
-         int(m.tokens_estimated) if m.tokens_in is not None else None, m.latency_ms, m.first_token_ms,
-         json.dumps(red, sort_keys=True) if red else None, sum(red.values())),
-    )
-    conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.fetchone()[0], blob))
-    return red
+        f"VALUES {marks} RETURNING id, seq", values).fetchall()
+    bodies: list[Any] = []
+    for mid, seq in ids:
+        bodies += [mid, blobs[seq]]
+    conn.execute(f"INSERT INTO message_bodies (id, content) VALUES {','.join(['(?, ?)'] * len(ids))}", bodies)
+    return reds
