@@ -462,6 +462,7 @@ def test_step_4_rebuilds_messages_keeping_rows_and_what_step_3_may_add(ok: Run, 
     conn.execute("CREATE INDEX messages_by_role ON messages (role)")
     conn.execute("CREATE TABLE deleted_log (n INTEGER)")
     conn.execute("CREATE TRIGGER messages_gone AFTER DELETE ON messages BEGIN INSERT INTO deleted_log VALUES (1); END")
+    conn.execute("CREATE VIEW replies AS SELECT id FROM messages WHERE role = 'assistant'")
     conn.close()
 
     before = ok("show", "a", "--json").json()
@@ -471,6 +472,7 @@ def test_step_4_rebuilds_messages_keeping_rows_and_what_step_3_may_add(ok: Run, 
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     assert conn.execute("SELECT count(*) FROM terms").fetchone()[0] == 4  # nothing cascaded
+    assert conn.execute("SELECT count(*) FROM replies").fetchone()[0] == 2  # the view still reads it
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'messages'")}
     assert {"messages_by_role", "messages_gone", "messages_latency", "messages_created", "messages_not_ok"} <= names
     conn.execute("PRAGMA foreign_keys = ON")

@@ -146,7 +146,14 @@ def _m004_workflow(conn: sqlite3.Connection) -> None:
     conn.execute(new_sql)
     conn.execute("INSERT INTO messages_rebuild SELECT * FROM messages")
     conn.execute("DROP TABLE messages")
-    conn.execute("ALTER TABLE messages_rebuild RENAME TO messages")
+    # Legacy rename: only the table's own name changes. The modern one re-checks every
+    # view and trigger in the schema, and one of another step's that names `messages`
+    # would fail to parse in the instant the table is gone.
+    conn.execute("PRAGMA legacy_alter_table = ON")
+    try:
+        conn.execute("ALTER TABLE messages_rebuild RENAME TO messages")
+    finally:
+        conn.execute("PRAGMA legacy_alter_table = OFF")
     for sql in attached:
         conn.execute(sql)
     # A fork's origin: the session id and the last seq copied. Plaintext like every id;
