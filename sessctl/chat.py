@@ -176,6 +176,12 @@ class Chat:
                 self._send(text[1:] if text.startswith("//") else text)
         except SessctlError as exc:
             self._error(str(exc), int(exc.exit_code))
+        except KeyboardInterrupt:
+            # Ctrl-C outside a call (while a command reads or prints): every store
+            # write is one transaction, so nothing is half done; back to the prompt.
+            if not self.interactive:
+                raise
+            self.out.write("\n")
 
     def _next_message(self) -> str | None:
         line = self.reader.read("> ")

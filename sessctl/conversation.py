@@ -65,7 +65,7 @@ class SendOptions:
     user: str | None = None
     template: str | None = None
     system: str | None = None
-    # `retry`: no new message; ask again for the session's last user message (see retry()).
+    # `retry`: no new message; ask again for the session's last user message (_retry_turn).
     retry: bool = False
 
 

@@ -4,7 +4,8 @@ terminal (each line a message; the first failure ends it).
 
 The pty tests run sessctl in a child of pty.fork(), so the pty is its controlling
 terminal: Ctrl-C is the byte 0x03 typed at it, turned into SIGINT by the terminal's
-line discipline, as for a person. Nothing waits on time: a stream is held after its
+line discipline, as for a person. Nothing waits on time (the deadlines only turn a
+hang into a failure, and are long because the machine may be busy): a stream is held after its
 first piece (TextReply.hold) until the test has seen it and typed Ctrl-C; reads wait
 for the text they expect (with a generous deadline only so a broken build fails
 instead of hanging).
@@ -50,7 +51,7 @@ class Terminal:
     def type(self, data: bytes) -> None:
         os.write(self.fd, data)
 
-    def expect(self, wanted: bytes, timeout: float = 30.0) -> bytes:
+    def expect(self, wanted: bytes, timeout: float = 120.0) -> bytes:
         """Read until `wanted` appears after what earlier expects consumed; return it all."""
         deadline = time.monotonic() + timeout
         while wanted not in self.seen:
@@ -68,7 +69,21 @@ class Terminal:
         out, self.seen = self.seen[:upto], self.seen[upto:]
         return out
 
-    def finish(self, timeout: float = 30.0) -> int:
+    def wait_reading(self, timeout: float = 120.0) -> None:
+        """Wait until the chat sleeps in select/poll on the terminal, i.e. readline is
+        waiting for a key. A Ctrl-C typed before that (the prompt is on the screen a
+        moment before readline waits) is flagged by Python but noticed only with the
+        next key, so a test that types it must first know readline is waiting."""
+        waiting = {"7", "23", "270", "271"}  # poll, select, pselect6, ppoll (x86-64)
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(f"/proc/{self.pid}/syscall") as fh:
+                if fh.read().split(" ", 1)[0] in waiting:
+                    return
+            assert time.monotonic() < deadline, "the chat never waited for a key"
+            time.sleep(0.01)
+
+    def finish(self, timeout: float = 120.0) -> int:
         """Drain the terminal until the child exits; its exit status."""
         deadline = time.monotonic() + timeout
         while True:
@@ -152,6 +167,8 @@ def test_line_editing_history_and_ctrl_c_at_the_prompt(terminals: Any, ok: Run, 
     t.type(b"mail bob@example.com please\r")
     t.expect(b"> ")
     t.type(b"never sent")
+    t.expect(b"never sent")  # readline has the line
+    t.wait_reading()
     t.type(b"\x03")  # Ctrl-C at the prompt drops the line
     t.expect(b"> ")
     t.type(b"\x04")
