@@ -75,12 +75,12 @@ class LineReader:
         self.path: Path | None = None
         if self.interactive:
             try:
-                import readline
+                import readline as module
+                self.readline = module
             except ImportError:  # pragma: no cover - a Python built without it
-                readline = None
-            self.readline = readline
-            if readline is not None and history:
-                self._open_history(readline)
+                self.readline = None
+            if self.readline is not None and history:
+                self._open_history(self.readline)
 
     def _open_history(self, readline: Any) -> None:
         path = history_path(self.app.env)

@@ -97,12 +97,17 @@ def test_a_failed_retry_changes_nothing_but_keeping_the_partial_reply(ok: Run, r
                                                                        fake_llm: FakeLLMServer) -> None:
     configure(paths, fake_llm, "anthropic", max_retries=0)
     ok("send", "-s", "f", "question")
-    before = ok("export", "f", "--format", "jsonl").stdout
+    def kept() -> Any:
+        # Everything but updated_at: a retry, like a send, is activity even when it fails.
+        d = ok("export", "f", "--format", "jsonl").jsonl()[0]
+        return {k: v for k, v in d.items() if k != "updated_at"}
+
+    before = kept()
     fake_llm.enqueue(ErrorReply(500, "boom"))
     r = run("retry", "f")
     assert r.exit_code == 5
     assert r.stderr.endswith("HTTP 500: boom; message 1 stays as it was\n")
-    assert ok("export", "f", "--format", "jsonl").stdout == before
+    assert kept() == before
     fake_llm.enqueue(TextReply(pieces=["par", "tial"], cut_after=1))
     r = run("retry", "f", "--stream")
     assert r.exit_code == 5 and r.stderr.endswith("stays as it was, and the partial reply is kept, marked incomplete\n")
@@ -487,3 +492,33 @@ def test_step_4_rebuilds_messages_keeping_rows_and_what_step_3_may_add(ok: Run, 
     assert conn.execute("SELECT count(*) FROM terms").fetchone()[0] == 0  # its foreign key still cascades
     assert conn.execute("SELECT count(*) FROM deleted_log").fetchone()[0] == 5  # the trigger still fires
     conn.close()
+
+
+def test_doctor_checks_retried_turns_turn_by_turn(ok: Run, run: Run, db_conn: Any) -> None:
+    """What a retry leaves is whole; two answers to one question, a superseded reply to
+    an unanswered one, or a superseded question are not."""
+    for sid in ("a", "b", "c", "d"):
+        ok("send", "-s", sid, "q")
+        ok("retry", sid)  # q ok, 2 superseded, 3 ok
+    _doctor_ok(run)
+    conn = db_conn()
+    for sid, seq, status in (("a", 2, "ok"), ("b", 1, "unanswered"), ("c", 1, "superseded"), ("d", 3, "unanswered")):
+        conn.execute("UPDATE messages SET status = ? WHERE seq = ? AND session_pk = "
+                     "(SELECT pk FROM sessions WHERE id = ?)", (status, seq, sid))
+    conn.close()
+    r = run("doctor", "--json")
+    assert r.exit_code == 7
+    turns = {c["name"]: c for c in r.json()["checks"]}["turns"]
+    assert turns["status"] == "fail"
+    assert turns["problems"] == [
+        # All ok again, so checked as plain alternation: the reply after a reply.
+        "session 'a' message 3: assistant (ok) is not part of a whole turn",
+        "session 'b' message 1: user (unanswered) is not part of a whole turn",
+        "session 'b' message 2: assistant (superseded) is not part of a whole turn",
+        "session 'b' message 3: assistant (ok) is not part of a whole turn",
+        "session 'c' message 1: user (superseded) is not part of a whole turn",
+        "session 'c' message 2: assistant (superseded) is not part of a whole turn",
+        "session 'c' message 3: assistant (ok) is not part of a whole turn",
+        "session 'd' message 1: user (ok) is not part of a whole turn",
+        "session 'd' message 2: assistant (superseded) is not part of a whole turn",
+        "session 'd' message 3: assistant (unanswered) is not part of a whole turn"]

@@ -28,8 +28,9 @@ def cli(ctx: click.Context, session_id: str, model: str | None, provider: str | 
     answered now. When its turn is whole, a new reply is asked for, and the earlier
     one is kept marked superseded: shown by show, export and stats, never sent as
     context again. The question goes with the history before it, as stored (after
-    redaction). If the call fails (exit 5) or is interrupted (exit 130), nothing
-    changes, except that a partial reply is kept marked incomplete.
+    redaction). If the call fails (exit 5) or is interrupted (exit 130), no message
+    changes, but a partial reply is kept marked incomplete (and, as with send, the
+    attempt counts as activity).
 
     With --format json it prints what send prints, plus "retried" (the seq of the
     question) and "superseded" (the seq of the reply it replaced, or null).

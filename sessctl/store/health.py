@@ -84,15 +84,31 @@ def inconsistent_sessions(conn: Any, pks: list[int] | None = None) -> Iterator[S
 #                      there (the partial replies of failed attempts)
 #   no user message is incomplete or superseded; no reply is unanswered; and nothing
 #   comes before a session's first user message.
-# The turn number of a message is the count of user messages up to it (a window
-# function both engines have), so this is one ordered pass with no self-joins.
-_HALF_TURNS = """
+# Two queries, since "exactly one ok reply" is not a rule between neighbours:
+# - sessions whose messages are all ok (nearly all of them) must simply alternate
+#   user/assistant from a user message: neighbour checks, as fast as before;
+# - the few sessions with a message that is not ok (found through the partial index
+#   messages_not_ok) are checked turn by turn: the turn number of a message is the
+#   count of user messages up to it (a window function both engines have). Run over
+#   every session, that pass took 2.5x the neighbour checks on 200,000 messages.
+_NOT_OK_SESSIONS = "SELECT session_pk FROM messages WHERE status <> 'ok'"
+_ALTERNATION = f"""
+    SELECT m.session_pk, s.id, m.seq, m.role, m.status
+    FROM messages m
+    JOIN sessions s ON s.pk = m.session_pk
+    LEFT JOIN messages n ON n.session_pk = m.session_pk AND n.seq = m.seq + 1
+    LEFT JOIN messages p ON p.session_pk = m.session_pk AND p.seq = m.seq - 1
+    WHERE ({{only}}) AND m.session_pk NOT IN ({_NOT_OK_SESSIONS}) AND (
+          (m.role = 'user' AND coalesce(n.role, '') != 'assistant')
+       OR (m.role = 'assistant' AND coalesce(p.role, '') != 'user'))
+"""
+_TURNS = f"""
     WITH t AS (
         SELECT m.session_pk, m.seq, m.role, m.status,
                sum(CASE WHEN m.role = 'user' THEN 1 ELSE 0 END)
                    OVER (PARTITION BY m.session_pk ORDER BY m.seq) AS turn
         FROM messages m
-        WHERE ({only})
+        WHERE ({{only}}) AND m.session_pk IN ({_NOT_OK_SESSIONS})
     ), g AS (
         SELECT session_pk, turn,
                max(CASE WHEN role = 'user' THEN status END) AS ustatus,
@@ -100,7 +116,7 @@ _HALF_TURNS = """
                count(*) FILTER (WHERE role = 'assistant' AND status = 'superseded') AS sups
         FROM t GROUP BY session_pk, turn
     )
-    SELECT s.id, t.seq, t.role, t.status
+    SELECT t.session_pk, s.id, t.seq, t.role, t.status
     FROM t
     JOIN g ON g.session_pk = t.session_pk AND g.turn = t.turn
     JOIN sessions s ON s.pk = t.session_pk
@@ -110,7 +126,6 @@ _HALF_TURNS = """
        OR (t.role = 'assistant' AND t.status IN ('ok', 'superseded')
            AND (coalesce(g.ustatus, '') != 'ok' OR g.oks != 1))
        OR (t.role = 'assistant' AND t.status = 'unanswered')
-    ORDER BY t.session_pk, t.seq
 """
 
 
@@ -118,7 +133,10 @@ def half_turns(conn: Any, pks: list[int] | None = None) -> Iterator[tuple[str, i
     """Messages (of all sessions, or of those with these pks) that break the turn rules
     above: (session id, seq, role, status)."""
     for cond, params in _only(pks, "m.session_pk"):
-        yield from conn.execute(_HALF_TURNS.format(only=cond), params).fetchall()
+        rows = conn.execute(_ALTERNATION.format(only=cond), params).fetchall()
+        rows += conn.execute(_TURNS.format(only=cond), params).fetchall()
+        for _pk, sid, seq, role, status in sorted(rows, key=lambda r: (r[0], r[2])):
+            yield sid, seq, role, status
 
 
 def orphans(conn: Any, *, quick: bool = False) -> dict[str, int]:
