@@ -181,18 +181,23 @@ class Client:
                model: str | None = None, system: str | None = None, title: str | None = None,
                metadata: Mapping[str, str] | None = None, ttl: Duration | None = None,
                options: Mapping[str, Any] | None = None, max_context_messages: int | None = None,
-               max_context_tokens: int | None = None, exist_ok: bool = False) -> Session:
+               max_context_tokens: int | None = None, exist_ok: bool = False,
+               template: str | None = None) -> Session:
         """Create a session (a random id when none is given); AlreadyExistsError (exit 4)
         when it exists, unless exist_ok. Provider and model are fixed now, from the
-        arguments or the configuration's defaults.
+        arguments or the configuration's defaults. `template` names a `[templates.NAME]`
+        of config.toml (system prompt, provider, model, options, metadata, ttl, context
+        limits); the other arguments win over it; an unknown name is UsageError (exit 2).
 
         >>> store.create("ticket-4411", user="alice", title="Refund", ttl="30d").id   # doctest: +SKIP
         'ticket-4411'
+        >>> store.create("t-9", template="support", metadata={"ticket": "9"}).system   # doctest: +SKIP
+        'You are a support agent for ACME.'
         """
         return self.create_result(session_id, user=user, provider=provider, model=model, system=system,
                                    title=title, metadata=metadata, ttl=ttl, options=options,
                                    max_context_messages=max_context_messages,
-                                   max_context_tokens=max_context_tokens, exist_ok=exist_ok)[0]
+                                   max_context_tokens=max_context_tokens, exist_ok=exist_ok, template=template)[0]
 
     def create_result(self, session_id: str | None = None, **kw: Any) -> tuple[Session, bool]:
         """`create`, also saying whether the session was created (False: it existed
@@ -350,10 +355,11 @@ class Client:
 
     def update(self, session_id: str, *, title: str | None | _Unset = UNSET, user: str | None | _Unset = UNSET,
                ttl: Duration | None | _Unset = UNSET, metadata: Mapping[str, str] | None = None,
-               unset: Iterable[str] = ()) -> Session:
+               unset: Iterable[str] = (), system: str | None | _Unset = UNSET) -> Session:
         """Change a session's labels in one transaction: title, user, TTL (None
-        removes it), metadata merged with `metadata` and without the `unset` keys.
-        Labels are not activity: retention clocks keep running.
+        removes it), system prompt (sealed like any other; None removes it), metadata
+        merged with `metadata` and without the `unset` keys. Labels are not activity:
+        retention clocks keep running.
 
         >>> store.update("user-123", metadata={"tier": "gold"}, unset=["trial"]).metadata   # doctest: +SKIP
         {'plan': 'pro', 'tier': 'gold'}
@@ -365,12 +371,14 @@ class Client:
             kw["title"] = title or ""
         if not isinstance(user, _Unset):
             kw["user"] = user or ""
+        if not isinstance(system, _Unset):
+            kw["system"] = system or ""
         if not isinstance(ttl, _Unset):
             kw["ttl"] = None if ttl is None else ops.parse_ttl(_duration(ttl) or "")
         pairs = {str(k): str(v) for k, v in (metadata or {}).items()}
         unset = builtins.list(unset)
         if not (kw or pairs or unset):
-            raise UsageError("nothing to change: give title, user, ttl, metadata or unset")
+            raise UsageError("nothing to change: give title, user, system, ttl, metadata or unset")
         both = sorted(set(pairs) & set(unset))
         if both:
             raise UsageError(f"metadata key {both[0]!r} is both set and unset")
@@ -496,25 +504,106 @@ class Client:
 
     # --- sending ----------------------------------------------------------------------------
 
-    def send(self, session_id: str, text: str, *, model: str | None = None, provider: str | None = None,
-             options: Mapping[str, Any] | None = None, create: bool = True, unarchive: bool = False) -> Reply:
+    def send(self, session_id: str | None, text: str, *, model: str | None = None, provider: str | None = None,
+             options: Mapping[str, Any] | None = None, create: bool = True, unarchive: bool = False,
+             continue_: bool = False, user: str | None = None, template: str | None = None) -> Reply:
         """Send `text` to a session with its history; store both sides (sanitized) and
-        return the reply. A missing session is created (create=False: NotFoundError).
-        On a provider failure (ProviderError, exit 5, after retries) the message is
-        kept, marked unanswered; a partial reply is kept marked incomplete.
+        return the reply (`.session` names the session). A missing session is created
+        (create=False: NotFoundError), owned by `user` and set up from `template`
+        (both ignored for a session that exists; an unknown template is UsageError).
+        `continue_=True` with session_id None sends to the most recently active
+        session (of `user`, when given), as `send -c`. On a provider failure
+        (ProviderError, exit 5, after retries) the message is kept, marked
+        unanswered; a partial reply is kept marked incomplete.
 
         >>> store.send("user-123", "What is our refund policy?", model="gpt-4o").content   # doctest: +SKIP
         'Refunds are possible within 30 days...'
+        >>> store.send(None, "And for digital goods?", continue_=True, user="alice").session   # doctest: +SKIP
+        'user-123'
+        >>> store.send("t-10", "My order is late", template="support").model   # doctest: +SKIP
+        'gpt-4o'
         """
-        return self._loop_thread().run(lambda ac: ac.send(session_id, text, model=model, provider=provider,
-                                                          options=options, create=create, unarchive=unarchive))
+        sid = self._target(session_id, continue_, user)
+        return self._loop_thread().run(lambda ac: ac.send(sid, text, model=model, provider=provider,
+                                                          options=options, create=create, unarchive=unarchive,
+                                                          user=user, template=template))
 
-    def stream(self, session_id: str, text: str, *, model: str | None = None, provider: str | None = None,
+    def _target(self, session_id: str | None, continue_: bool, user: str | None) -> str:
+        if continue_:
+            if session_id is not None:
+                raise UsageError("give a session id or continue_=True, not both")
+            return self.latest(user=user).id
+        if session_id is None:
+            raise UsageError("no session: give its id, or continue_=True for the most recently active one")
+        return session_id
+
+    def latest(self, *, user: str | None = None) -> Session:
+        """The most recently active session (of `user`, when given), without its
+        messages: what `send -c` continues. NotFoundError (exit 3) when there is none.
+
+        >>> store.latest(user="alice").id                          # doctest: +SKIP
+        'user-123'
+        """
+        from sessctl import workflow
+
+        return workflow.latest_session(self._app, user)
+
+    def retry(self, session_id: str, *, model: str | None = None, provider: str | None = None,
+              options: Mapping[str, Any] | None = None, unarchive: bool = False) -> Reply:
+        """Ask again for the session's last message: when it is unanswered (a failed or
+        interrupted send), answer it; when its turn is whole, get a new reply and mark
+        the old one `superseded` (kept, shown by get/export/stats, never sent as context
+        again). The question goes as stored, i.e. sanitized. NotFoundError (3) for a
+        missing session, UsageError (2) when it has no message; a provider failure is
+        ProviderError (5) and changes nothing but keeping a partial reply, incomplete.
+
+        >>> store.retry("user-123", model="gpt-4o").content         # doctest: +SKIP
+        'Refunds are possible within 30 days of delivery...'
+        >>> [m.status for m in store.messages("user-123")]         # doctest: +SKIP
+        ['ok', 'superseded', 'ok']
+        """
+        return self._loop_thread().run(lambda ac: ac.retry(session_id, model=model, provider=provider,
+                                                           options=options, unarchive=unarchive))
+
+    def fork(self, session_id: str, new_id: str, *, at: int | None = None) -> Session:
+        """A new session `new_id` with `session_id`'s header and its messages 1..at
+        (default all), each re-sealed under the new session, the origin recorded in
+        `.forked_from`/`.forked_at`. `at` must end a turn, or name a question (copied
+        as unanswered, for `retry`). NotFoundError (3), AlreadyExistsError (4) when
+        new_id exists, UsageError (2) for a bad `at`.
+
+        >>> store.fork("user-123", "user-123-b", at=4).forked_from   # doctest: +SKIP
+        'user-123'
+        """
+        return self.fork_result(session_id, new_id, at=at).session
+
+    def fork_result(self, session_id: str, new_id: str, *, at: int | None = None) -> Any:
+        """`fork`, returning the workflow.Forked (.session, .copied, .opened_question).
+
+        >>> store.fork_result("user-123", "b", at=3).opened_question   # doctest: +SKIP
+        True
+        """
+        from sessctl import workflow
+
+        return workflow.fork(self._app, session_id, new_id, at=at)
+
+    def templates(self) -> builtins.list[dict[str, Any]]:
+        """The configured `[templates.NAME]` tables, by name (what `templates list --json` prints).
+
+        >>> [t["name"] for t in store.templates()]                  # doctest: +SKIP
+        ['support', 'translator']
+        """
+        from sessctl import workflow
+
+        return workflow.templates(self._app)
+
+    def stream(self, session_id: str | None, text: str, *, model: str | None = None, provider: str | None = None,
                options: Mapping[str, Any] | None = None, create: bool = True,
-               unarchive: bool = False) -> ReplyStream:
+               unarchive: bool = False, continue_: bool = False, user: str | None = None,
+               template: str | None = None) -> ReplyStream:
         """`send`, yielding the reply's text as it arrives; the whole reply is stored
         when it ends, and then is `.reply`. Leaving the loop early stops the call and
-        keeps what arrived, marked incomplete.
+        keeps what arrived, marked incomplete. `continue_`, `user`, `template` as for send.
 
         >>> s = store.stream("user-123", "Tell me a story")        # doctest: +SKIP
         >>> for piece in s:
@@ -522,9 +611,10 @@ class Client:
         >>> s.reply.tokens_out
         311
         """
-        return ReplyStream(self._loop_thread(), session_id, text, dict(model=model, provider=provider,
-                                                                       options=options, create=create,
-                                                                       unarchive=unarchive))
+        sid = self._target(session_id, continue_, user)
+        return ReplyStream(self._loop_thread(), sid, text, dict(model=model, provider=provider,
+                                                                options=options, create=create,
+                                                                unarchive=unarchive, user=user, template=template))
 
     def send_many(self, session_ids: Iterable[str], text: str, *, model: str | None = None,
                   provider: str | None = None, options: Mapping[str, Any] | None = None, create: bool = True,
@@ -772,25 +862,66 @@ class AsyncClient:
             raise result.error
         return _reply(result)
 
-    async def send(self, session_id: str, text: str, *, model: str | None = None, provider: str | None = None,
-                   options: Mapping[str, Any] | None = None, create: bool = True, unarchive: bool = False) -> Reply:
+    async def send(self, session_id: str | None, text: str, *, model: str | None = None,
+                   provider: str | None = None, options: Mapping[str, Any] | None = None, create: bool = True,
+                   unarchive: bool = False, continue_: bool = False, user: str | None = None,
+                   template: str | None = None) -> Reply:
         """Client.send, awaitable; many may run at once (at most `concurrency` calls).
 
         >>> replies = await asyncio.gather(*(store.send(f"u-{i}", "hi") for i in range(100)))   # doctest: +SKIP
+        >>> (await store.send(None, "more", continue_=True)).session   # doctest: +SKIP
+        'u-99'
         """
+        if continue_ or session_id is None:
+            session_id = await self._db(lambda: self._sync._target(session_id, continue_, user))
         return await self._send_one(session_id, text, model=model, provider=provider, options=options,
-                                    create=create, unarchive=unarchive)
+                                    create=create, unarchive=unarchive, user=user, template=template)
+
+    async def retry(self, session_id: str, *, model: str | None = None, provider: str | None = None,
+                    options: Mapping[str, Any] | None = None, unarchive: bool = False) -> Reply:
+        """Client.retry, awaitable.
+
+        >>> (await store.retry("user-123")).status                 # doctest: +SKIP
+        'ok'
+        """
+        return await self._send_one(session_id, "", model=model, provider=provider, options=options,
+                                    create=False, unarchive=unarchive, retry=True)
+
+    async def fork(self, session_id: str, new_id: str, *, at: int | None = None) -> Session:
+        """Client.fork, awaitable.
+
+        >>> (await store.fork("user-123", "user-123-b")).message_count   # doctest: +SKIP
+        4
+        """
+        return await self._db(lambda: self._sync.fork(session_id, new_id, at=at))
+
+    async def latest(self, *, user: str | None = None) -> Session:
+        """Client.latest, awaitable.
+
+        >>> (await store.latest()).id                              # doctest: +SKIP
+        'user-123'
+        """
+        return await self._db(lambda: self._sync.latest(user=user))
+
+    async def templates(self) -> builtins.list[dict[str, Any]]:
+        """Client.templates, awaitable.
+
+        >>> [t["name"] for t in await store.templates()]           # doctest: +SKIP
+        ['support']
+        """
+        return self._sync.templates()
 
     def stream(self, session_id: str, text: str, *, model: str | None = None, provider: str | None = None,
                options: Mapping[str, Any] | None = None, create: bool = True,
-               unarchive: bool = False) -> AsyncReplyStream:
+               unarchive: bool = False, user: str | None = None, template: str | None = None) -> AsyncReplyStream:
         """Client.stream for asyncio; `.reply` once it ended.
 
         >>> async for piece in store.stream("user-123", "Tell me a story"):   # doctest: +SKIP
         ...     print(piece, end="")
         """
         return AsyncReplyStream(self, session_id, text, dict(model=model, provider=provider, options=options,
-                                                             create=create, unarchive=unarchive))
+                                                             create=create, unarchive=unarchive, user=user,
+                                                             template=template))
 
     async def send_many(self, session_ids: Iterable[str], text: str, **kw: Any) -> builtins.list[Reply | SessctlError]:
         """Client.send_many, awaitable.
@@ -1044,13 +1175,14 @@ class AsyncReplyStream:
 
 def _send_options(text: str, *, model: str | None = None, provider: str | None = None,
                   options: Mapping[str, Any] | None = None, create: bool = True, unarchive: bool = False,
-                  stream: bool = False) -> Any:
+                  stream: bool = False, user: str | None = None, template: str | None = None,
+                  retry: bool = False) -> Any:
     from sessctl.conversation import SendOptions
 
     if not isinstance(text, str):
         raise UsageError(f"the message must be a string, not {type(text).__name__}")
     return SendOptions(text=text, model=model, provider=provider, options=dict(options or {}), stream=stream,
-                       create=create, unarchive=unarchive)
+                       create=create, unarchive=unarchive, user=user, template=template, retry=retry)
 
 
 def _reply(result: Any) -> Reply:

@@ -22,6 +22,9 @@ from sessctl import __version__
 COMMANDS: dict[str, str] = {
     "create": "create",
     "send": "send",
+    "chat": "chat",
+    "retry": "retry",
+    "fork": "fork",
     "list": "list_",
     "show": "show",
     "meta": "meta",
@@ -34,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "import": "import_",
     "stats": "stats",
+    "templates": "templates",
     "providers": "providers",
     "sanitize": "sanitize",
     "key": "key",

@@ -163,3 +163,12 @@ def users(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[C
         return [CompletionItem(u) for u in lookup.users(_config(ctx).database, incomplete)]
     except Exception:  # noqa: BLE001
         return []
+
+
+def templates(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Template names from the configuration's [templates.NAME] tables."""
+    try:
+        cfg = _config(ctx)
+        return [CompletionItem(name) for name in sorted(cfg.templates) if name.startswith(incomplete)]
+    except Exception:  # noqa: BLE001
+        return []

@@ -103,6 +103,63 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class Template:
+    """`[templates.NAME]`: what a new session starts with (`create --template`, `send
+    --template`, `chat --template`). Arguments given on the command line win over it."""
+
+    name: str
+    system: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ttl: str | None = None  # as written ("30d"); validated
+    max_context_messages: int | None = None
+    max_context_tokens: int | None = None
+
+
+_TEMPLATE_KEYS = {"system", "provider", "model", "options", "metadata", "ttl", "max_context_messages",
+                  "max_context_tokens"}
+
+
+def _template(name: str, raw: Any, where: str, providers: Mapping[str, Any]) -> Template:
+    here = f"{where}: [templates.{name}]"
+    if not isinstance(raw, dict):
+        raise UsageError(f"{here} must be a table")
+    unknown = sorted(set(raw) - _TEMPLATE_KEYS)
+    if unknown:
+        raise UsageError(f"{here}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_TEMPLATE_KEYS))})")
+    for key in ("system", "provider", "model", "ttl"):
+        if key in raw and not isinstance(raw[key], str):
+            raise UsageError(f"{here} {key} must be a string")
+    if "provider" in raw and raw["provider"] not in providers:
+        raise UsageError(f"{here} provider {raw['provider']!r} is not a configured provider "
+                         f"({', '.join(sorted(providers))})")
+    for key in ("options", "metadata"):
+        if not isinstance(raw.get(key, {}), dict):
+            raise UsageError(f"{here} {key} must be a table")
+    for key, value in (raw.get("metadata") or {}).items():
+        if not isinstance(value, str) or not str(key).strip():
+            raise UsageError(f"{here} metadata.{key} must be a string")
+    if "ttl" in raw:
+        from sessctl.timeutil import parse_duration
+
+        if parse_duration(raw["ttl"], what=f"{here} ttl") <= 0:
+            raise UsageError(f"{here} ttl must be longer than 0")
+    for key in ("max_context_messages", "max_context_tokens"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UsageError(f"{here} {key} must be a whole number >= 1")
+    return Template(
+        name=name, system=raw.get("system"), provider=raw.get("provider"), model=raw.get("model"),
+        options=MappingProxyType(dict(raw.get("options") or {})),
+        metadata=MappingProxyType({str(k): v for k, v in (raw.get("metadata") or {}).items()}),
+        ttl=raw.get("ttl"), max_context_messages=raw.get("max_context_messages"),
+        max_context_tokens=raw.get("max_context_tokens"),
+    )
+
+
+@dataclass(frozen=True)
 class Database:
     """Where the sessions live: an SQLite file, or a PostgreSQL server.
 
@@ -214,6 +271,17 @@ class Config:
     retention: Mapping[str, Any]
     busy_timeout_ms: int = 10_000
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    templates: Mapping[str, Template] = field(default_factory=lambda: MappingProxyType({}))
+
+    def template(self, name: str) -> Template:
+        """The template NAME; UsageError (exit 2) naming the known ones when there is none."""
+        try:
+            return self.templates[name]
+        except KeyError:
+            known = ", ".join(sorted(self.templates))
+            where = f"templates in {self.config_path}: {known}" if known else \
+                f"no templates in {self.config_path} (add a [templates.NAME] table)"
+            raise UsageError(f"unknown template {name!r}; {where}") from None
 
     def provider(self, name: str) -> ProviderConfig:
         try:
@@ -411,6 +479,11 @@ def load(
         raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)} in [storage] (known: busy_timeout, url)")
     busy_ms = int(busy * 1000)
 
+    templates_raw = raw.get("templates") or {}
+    if not isinstance(templates_raw, dict):
+        raise UsageError(f"{where}: [templates] must hold tables such as [templates.support]")
+    templates = {str(name): _template(str(name), table, where, providers) for name, table in templates_raw.items()}
+
     return Config(
         config_path=cpath,
         config_exists=exists,
@@ -422,6 +495,7 @@ def load(
         retention=MappingProxyType(dict(raw.get("retention") or {})),
         busy_timeout_ms=busy_ms,
         env=env,
+        templates=MappingProxyType(templates),
     )
 
 

@@ -64,6 +64,13 @@ class SendOptions:
     create: bool = True
     unarchive: bool = False
     concurrency: int = 8
+    # For a session this send creates: its owner, its `[templates.NAME]`, and a
+    # system prompt (chat's /system before the first message). Ignored for one that exists.
+    user: str | None = None
+    template: str | None = None
+    system: str | None = None
+    # `retry`: no new message; ask again for the session's last user message (_retry_turn).
+    retry: bool = False
 
 
 @dataclass
@@ -78,6 +85,10 @@ class TurnResult:
     # `unanswered`, and this many characters of partial reply as `incomplete`.
     kept: bool = False
     partial_chars: int = 0
+    # A retry: the question asked again was already stored (seq), as ok (a whole turn
+    # whose answer the new reply replaced, `superseded`) or unanswered (now answered).
+    retried_seq: int | None = None
+    superseded_seq: int | None = None
 
 
 @dataclass
@@ -94,6 +105,7 @@ class _Plan:
     notice: str | None = None
     partial: list[str] = field(default_factory=list)
     result: TurnResult | None = None
+    retry: Any = None  # store.workflow.LastTurn: the turn a retry asks again
 
 
 def build_context(
@@ -139,11 +151,17 @@ def _plan(app: App, session_id: str, opts: SendOptions, *, calling: bool) -> _Pl
     with store.reading():
         session = store.find_session(session_id)
         history_all = store.messages(session) if session else []
+        turn = _retry_turn(store, session) if opts.retry and session is not None else None
     spec, notice = None, None
+    if opts.template is not None:
+        app.config.template(opts.template)  # an unknown name is an error even for an existing session
+    if session is None and opts.retry:
+        raise NotFoundError(f"session {session_id!r} not found (see `sessctl list --status all`)")
     if session is None:
         if not opts.create:
             raise NotFoundError(f"session {session_id!r} not found (--no-create was given)")
-        spec, notice = new_session_spec(app, session_id, provider=opts.provider, model=opts.model)
+        spec, notice = new_session_spec(app, session_id, provider=opts.provider, model=opts.model,
+                                        user=opts.user, template=opts.template, system=opts.system)
     elif session.status == "archived" and not opts.unarchive:
         raise UsageError(
             f"session {session_id!r} is archived; unarchive it first "
@@ -160,22 +178,31 @@ def _plan(app: App, session_id: str, opts: SendOptions, *, calling: bool) -> _Pl
     model = plain_text(opts.model) or own_model or pcfg.model
     if not model:
         raise UsageError(f"no model for provider {provider_name!r}: set model in its config or pass --model")
+    user_text = opts.text
+    # All of them were read (and checked against the session's chain); send the complete ones.
+    history = [m for m in history_all if m.status == "ok"]
+    if opts.retry:
+        assert session is not None and turn is not None
+        # The question as stored (sanitized), with only the history before it.
+        user_text = turn.user.content
+        history = [m for m in history if m.seq < turn.user.seq]
     sanitizer = app.sanitizer()
     # What the provider gets is valid Unicode (text.py); the store counts the replaced
     # characters when it stores the raw text.
-    text = clean_text(opts.text)[0]
+    text = clean_text(user_text)[0]
     text = sanitizer.sanitize(text)[0] if sanitizer.outbound else text
-    # All of them were read (and checked against the session's chain); send the complete ones.
-    history = [m for m in history_all if m.status == "ok"]
-    system = session.system if session else None
+    # A session this send creates starts from its spec (a template's system prompt,
+    # options and limits apply from the first turn).
+    own: Any = session if session is not None else spec
+    system = own.system if own is not None else None
     messages = build_context(
         history,
         system,
         text,
-        max_messages=(session.max_context_messages if session else None) or pcfg.max_context_messages,
-        max_tokens=(session.max_context_tokens if session else None) or pcfg.max_context_tokens,
+        max_messages=(own.max_context_messages if own is not None else None) or pcfg.max_context_messages,
+        max_tokens=(own.max_context_tokens if own is not None else None) or pcfg.max_context_tokens,
     )
-    options = clean_json({**(session.options if session else {}), **opts.options})
+    options = clean_json({**(own.options if own is not None else {}), **opts.options})
     assert isinstance(options, dict)
     request = ChatRequest(model=model, messages=messages, system=system, options=options, stream=opts.stream)
     provider = make_provider(pcfg, app.env)
@@ -183,13 +210,27 @@ def _plan(app: App, session_id: str, opts: SendOptions, *, calling: bool) -> _Pl
         # A missing API key is the user's to fix, not a failed call: refuse before
         # anything is stored, as for an unknown provider or an archived session.
         provider.preflight()
-    return _Plan(session_id, session, spec, provider, request, app.now(), opts.text, notice)
+    return _Plan(session_id, session, spec, provider, request, app.now(), user_text, notice, retry=turn)
+
+
+def _retry_turn(store: Any, session: Session) -> Any:
+    """The turn `retry` asks again: the session's last user message, whether it is
+    unanswered (a failed or interrupted send) or whole (a new reply is wanted)."""
+    from sessctl.store import workflow
+
+    turn = workflow.last_turn(store, session)
+    if turn is None:
+        raise UsageError(f"session {session.id!r} has no message to retry; send one first")
+    if turn.user.status not in ("ok", "unanswered"):
+        raise UsageError(f"session {session.id!r}: message {turn.user.seq} is {turn.user.status}, "
+                         "not a question to ask again (run `sessctl doctor`)")
+    return turn
 
 
 def plan_all(app: App, session_ids: Sequence[str], opts: SendOptions, *,
              calling: bool = True) -> list[_Plan | TurnResult]:
     """A plan per session, or the TurnResult of a session that failed before any call."""
-    if not opts.text.strip():
+    if not opts.retry and not opts.text.strip():
         raise UsageError("the message is empty")
     if opts.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
@@ -228,8 +269,10 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
         content, n = scrub(content, secrets, f"[REDACTED:{SECRET_RULE}]")
         return NewMessage(content=content, redactions={SECRET_RULE: n} if n else {}, **fields)
 
-    msgs = [message(plan.text, role="user", created_at=plan.started_at,
-                    status="ok" if reply is not None else "unanswered")]
+    turn = plan.retry
+    # A retry stores no new question: only the new reply (or what arrived of it).
+    msgs = [] if turn is not None else [message(plan.text, role="user", created_at=plan.started_at,
+                                                status="ok" if reply is not None else "unanswered")]
     partial = "".join(plan.partial)
     if reply is not None:
         msgs.append(message(
@@ -248,6 +291,7 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
         msgs.append(cut)
     now = app.now()
     changed: list[str] = []  # what happened to the session while the call ran, if anything
+    superseded = turn.answer.seq if turn is not None and reply is not None and turn.answer else None
 
     def tx(conn: Any) -> tuple[Session, list[Message]]:
         changed.clear()
@@ -257,6 +301,10 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
         if plan.session is not None:
             current = store.find_session(plan.session_id, decrypt=False)
             if current is None or current.pk != plan.session.pk:
+                if turn is not None:  # a retry's question went with the session
+                    from sessctl.store.workflow import Conflict
+
+                    raise Conflict(f"session {plan.session_id!r} was deleted")
                 # Deleted (and perhaps made again) while the reply was on its way: the
                 # turn is kept in the session of that id, made anew from the header the
                 # send began with if need be, rather than thrown away.
@@ -270,9 +318,24 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
             elif plan.session.status == "archived":
                 # `send --unarchive`: unarchiving and the turn commit together.
                 store.set_status(SessionFilter(ids=(plan.session_id,)), "active", now)
+        if turn is not None:
+            _restatus_retried(store, plan, turn, answered=reply is not None)
+        if not msgs:
+            return store.get_session(plan.session_id), []
         return store.append_messages(plan.session_id, msgs, now, create=create)  # type: ignore[no-any-return]
 
-    session, stored = store.write(tx)
+    if turn is not None and reply is None and not msgs:
+        # A retry that failed before any text arrived changes nothing.
+        return TurnResult(plan.session_id, error=error, kept=False, retried_seq=turn.user.seq)
+    from sessctl.store.workflow import Conflict
+
+    try:
+        session, stored = store.write(tx)
+    except Conflict:
+        if reply is None:  # a failed retry whose partial reply has nowhere to go
+            return TurnResult(plan.session_id, error=error, retried_seq=turn.user.seq)
+        raise Conflict(f"session {plan.session_id!r} changed while the retry ran (another send or retry wrote "
+                       f"to it); the new reply was not stored: run `sessctl retry {plan.session_id}` again") from None
     if changed == ["deleted"]:
         app.notice(f"session {plan.session_id!r} was deleted while the reply was on its way; "
                    f"the turn is kept in session {plan.session_id!r}, made again (without the earlier history)")
@@ -285,13 +348,15 @@ def _store_turn(app: App, plan: _Plan, reply: ChatReply | None, error: SessctlEr
             redactions[k] = redactions.get(k, 0) + v
     return TurnResult(
         plan.session_id,
-        reply=stored[1] if reply is not None else None,
+        reply=stored[-1] if reply is not None else None,
         redactions=redactions,
         error=error,
         created=plan.create is not None,
         notice=plan.notice if plan.create is not None else None,
-        kept=reply is None,
+        kept=reply is None and (turn is None or bool(partial)),
         partial_chars=len(partial) if reply is None else 0,
+        retried_seq=turn.user.seq if turn is not None else None,
+        superseded_seq=superseded,
     )
 
 
@@ -301,6 +366,25 @@ def _respawn(old: Session) -> NewSession:
                       system=old.system, metadata=dict(old.metadata), options=dict(old.options),
                       max_context_messages=old.max_context_messages, max_context_tokens=old.max_context_tokens,
                       expires_at=old.expires_at)
+
+
+def _restatus_retried(store: Any, plan: _Plan, turn: Any, *, answered: bool) -> None:
+    """Inside the retry's transaction: the session must be as the plan read it (no
+    message added since), then a new answer supersedes the old one, or answers the
+    question that had none."""
+    from sessctl.store import workflow
+
+    session = store.get_session(plan.session_id, lock=True, decrypt=False)
+    if session.message_count != turn.message_count:
+        raise workflow.Conflict(f"session {plan.session_id!r} has new messages")
+    if not answered:
+        return
+    changes = []
+    if turn.answer is not None:
+        changes.append((turn.answer.seq, "ok", "superseded"))
+    if turn.user.status == "unanswered":
+        changes.append((turn.user.seq, "unanswered", "ok"))
+    workflow.set_message_statuses(store, session.pk, changes)
 
 
 def _interrupted(plan: _Plan, signum: int = signal.SIGINT) -> Interrupted:
@@ -469,3 +553,21 @@ def exit_code(results: Sequence[TurnResult]) -> int:
     codes = [int(r.error.exit_code) for r in results if r.error is not None]
     stopped = [int(r.error.exit_code) for r in results if isinstance(r.error, Interrupted)]
     return (stopped or codes or [0])[0]
+
+
+def kept_note(r: TurnResult, multi: bool = False) -> str:
+    """For an error message: where the user's text went when the call failed (saved,
+    never lost), or, for a retry, that nothing changed."""
+    if r.retried_seq is not None:
+        # A retry stores no new message: say what stayed as it was.
+        note = f"; message {r.retried_seq} stays as it was"
+        if r.partial_chars:
+            note += ", and the partial reply is kept, marked incomplete"
+        return note
+    if not r.kept:
+        return ""
+    where = "" if multi else f" in session {r.session_id!r}"
+    note = f"; your message is saved{where}, marked unanswered"
+    if r.partial_chars:
+        note += ", and the partial reply, marked incomplete"
+    return note

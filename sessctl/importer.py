@@ -15,20 +15,19 @@ from typing import IO, Any
 from sessctl import timeutil
 from sessctl.errors import AlreadyExistsError, StorageError, UsageError
 from sessctl.import_reader import Invalid, Reader
-from sessctl.models import SESSION_ID, STATUSES, Message, Session
+from sessctl.models import MESSAGE_STATUSES, SESSION_ID, STATUSES, Message, Session
 from sessctl.service import App, new_session_spec
 
 ON_CONFLICT = ("fail", "skip", "replace")
 
 SESSION_FIELDS = {
     "id", "user", "title", "provider", "model", "status", "created_at", "updated_at", "archived_at",
-    "expires_at", "system", "metadata", "options", "context", "stats", "messages",
+    "expires_at", "system", "metadata", "options", "context", "stats", "messages", "forked_from",
 }
 USER_MESSAGE_FIELDS = {"seq", "role", "content", "created_at", "redactions", "status"}
 REPLY_MESSAGE_FIELDS = USER_MESSAGE_FIELDS | {
     "model", "tokens_in", "tokens_out", "latency_ms", "provider", "tokens_estimated", "first_token_ms",
 }
-MESSAGE_STATUSES = ("ok", "incomplete", "unanswered")
 MAX_INT = 2**53  # counts and tokens: exact in every JSON reader (jq's doubles), far below int64
 
 
@@ -169,6 +168,7 @@ def parse_session(app: App | None, element: Any, where: str) -> tuple[Session, l
         if given is not None and given >= message_redactions:
             redactions = given
 
+    forked_from, forked_at = _origin(c, element.get("forked_from"))
     session = Session(
         pk=0, id=sid, user=c.string(element, "user", "user"), provider=provider, model=model,
         status=c.choice(element, "status", "status", STATUSES, "active"),
@@ -180,54 +180,67 @@ def parse_session(app: App | None, element: Any, where: str) -> tuple[Session, l
         max_context_messages=c.count(context, "max_messages", "context.max_messages", minimum=1),
         max_context_tokens=c.count(context, "max_tokens", "context.max_tokens", minimum=1),
         message_count=len(messages), tokens_in=tokens_in, tokens_out=tokens_out, redactions=redactions,
+        forked_from=forked_from, forked_at=forked_at,
     )
     return session, messages
 
 
 def _check_turns(c: _Check, messages: list[Message], given: list[bool]) -> None:
-    """The history must be whole turns, as `send` writes them and `doctor` checks:
-      user ok          followed by an assistant ok reply
-      user unanswered  followed by nothing, the next user message, or an incomplete reply
-      assistant ok     right after a user ok message
-      assistant incomplete  right after a user unanswered message
-    A status left out (a hand-written document) is inferred by these rules: a user
-    message without a reply after it is unanswered; a reply is ok. A status that is
+    """The history must be whole turns, as `send` and `retry` write them and `doctor`
+    checks. A turn is a user message and the replies after it:
+      user ok          exactly one ok reply; any others superseded (replaced by retry)
+                       or incomplete (a retry cut short)
+      user unanswered  no ok or superseded reply; incomplete ones may be there
+    No user message is incomplete or superseded, no reply unanswered, and nothing comes
+    before the first user message. A status left out (a hand-written document) is
+    inferred by these rules: a user message with a reply is ok, without one unanswered;
+    a reply to an ok message is ok, to an unanswered one incomplete. A status that is
     given and breaks them is refused, naming the message: a broken history would be
     sent as context, or make `doctor` fail, after the import."""
+    if messages and messages[0].role != "user":
+        raise c.fail("messages[0]", "the history starts with an assistant message; it must start with a user message")
+    turns: list[list[int]] = []
     for i, m in enumerate(messages):
-        nxt = messages[i + 1] if i + 1 < len(messages) else None
-        if m.role == "user" and not given[i]:
-            m.status = "ok" if nxt is not None and nxt.role == "assistant" and (
-                not given[i + 1] or nxt.status == "ok") else "unanswered"
-        if m.role == "assistant" and not given[i]:
-            prev = messages[i - 1] if i else None
-            m.status = "incomplete" if prev is not None and prev.role == "user" and prev.status == "unanswered" \
-                else "ok"
-    for i, m in enumerate(messages):
-        prev = messages[i - 1] if i else None
-        nxt = messages[i + 1] if i + 1 < len(messages) else None
-        path = f"messages[{i}]"
-        if m.role == "assistant" and prev is None:
-            raise c.fail(path, "the history starts with an assistant message; it must start with a user message")
-        if m.role == "assistant" and prev is not None and prev.role == "assistant":
-            raise c.fail(path, "two assistant messages in a row; every reply follows its user message")
-        problem = None
-        if m.role == "user" and m.status == "ok" and not (nxt is not None and nxt.role == "assistant"
-                                                          and nxt.status == "ok"):
-            problem = "a user message marked ok needs the ok reply right after it (else it is unanswered)"
-        elif m.role == "user" and m.status == "unanswered" and nxt is not None and nxt.role == "assistant" \
-                and nxt.status == "ok":
-            problem = "an unanswered user message cannot be followed by an ok reply"
-        elif m.role == "user" and m.status == "incomplete":
-            problem = "a user message cannot be incomplete (only a reply can)"
-        elif m.role == "assistant" and m.status == "unanswered":
-            problem = "a reply cannot be unanswered (only a user message can)"
-        elif m.role == "assistant" and m.status == "ok" and (prev is None or prev.status != "ok"):
-            problem = "an ok reply must follow a user message marked ok"
-        elif m.role == "assistant" and m.status == "incomplete" and (prev is None or prev.status != "unanswered"):
-            problem = "an incomplete reply must follow an unanswered user message"
-        if problem:
-            raise c.fail(f"{path}.status", f"{m.status!r}: {problem}")
+        if m.role == "user":
+            turns.append([i])
+        else:
+            turns[-1].append(i)
+    for turn in turns:
+        u, replies = turn[0], turn[1:]
+        user = messages[u]
+        if not given[u]:
+            user.status = "ok" if any(not given[r] or messages[r].status == "ok" for r in replies) else "unanswered"
+        for r in replies:
+            if not given[r]:
+                messages[r].status = "ok" if user.status == "ok" else "incomplete"
+        path = f"messages[{u}]"
+        if user.status not in ("ok", "unanswered"):
+            raise c.fail(f"{path}.status", f"{user.status!r}: a user message is ok or unanswered (only a reply "
+                                            "can be incomplete or superseded)")
+        for r in replies:
+            if messages[r].status == "unanswered":
+                raise c.fail(f"messages[{r}].status", "'unanswered': a reply cannot be unanswered (only a user "
+                                                       "message can)")
+        oks = [r for r in replies if messages[r].status == "ok"]
+        sups = [r for r in replies if messages[r].status == "superseded"]
+        if user.status == "ok" and len(oks) != 1:
+            raise c.fail(f"{path}.status", f"'ok': a user message marked ok needs exactly one ok reply in its "
+                                            f"turn (it has {len(oks)}; else it is unanswered)")
+        if user.status == "unanswered" and (oks or sups):
+            raise c.fail(f"{path}.status", "'unanswered': an unanswered user message cannot have an ok or "
+                                            "superseded reply")
+
+
+def _origin(c: _Check, value: Any) -> tuple[str | None, int | None]:
+    """`forked_from`: null, or {"id": the origin session, "seq": the last message copied}."""
+    if value is None:
+        return None, None
+    origin = c.obj(value, "forked_from")
+    c.fields(origin, {"id", "seq"}, "forked_from.")
+    oid = c.string(origin, "id", "forked_from.id", nullable=False)
+    if not SESSION_ID.fullmatch(oid or ""):
+        raise c.fail("forked_from.id", f"{oid!r} is not a valid session id")
+    return oid, c.count(origin, "seq", "forked_from.seq", nullable=False)
 
 
 def parse_message(raw: Any, *, seq: int | None = None) -> Message:

@@ -17,6 +17,7 @@ from sessctl.errors import UsageError
 # safe in shells, file names, URLs and the 0x1f-separated associated data.
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
 STATUSES = ("active", "archived")
+MESSAGE_STATUSES = ("ok", "incomplete", "unanswered", "superseded")
 
 
 def check_session_id(value: str) -> str:
@@ -31,7 +32,8 @@ def check_session_id(value: str) -> str:
 @dataclass
 class Message:
     """One stored message. `status`: "ok"; "unanswered" (a user message whose call
-    failed); "incomplete" (a reply cut off). Only "ok" messages are sent as context.
+    failed); "incomplete" (a reply cut off); "superseded" (a reply that `retry`
+    replaced with a new one). Only "ok" messages are sent as context.
 
     >>> [(m.role, m.status) for m in store.messages("user-123")]   # doctest: +SKIP
     [('user', 'ok'), ('assistant', 'ok')]
@@ -41,7 +43,7 @@ class Message:
     role: str  # "user" | "assistant"
     content: str
     created_at: int
-    status: str = "ok"  # "ok" | "incomplete" (reply cut off) | "unanswered" (call failed)
+    status: str = "ok"  # "ok" | "incomplete" (reply cut off) | "unanswered" (call failed) | "superseded"
     provider: str | None = None
     model: str | None = None
     tokens_in: int | None = None
@@ -105,6 +107,9 @@ class Session:
     redactions: int = 0
     redaction_rules: dict[str, int] = field(default_factory=dict, repr=False)
     messages: list[Message] | None = field(default=None, repr=False)
+    # A fork's origin (`fork`): the session it was copied from and the last seq copied.
+    forked_from: str | None = None
+    forked_at: int | None = None
     # The store's integrity record (header facts, digest), checked when messages are read.
     _seal: Any = field(default=None, repr=False, compare=False)
 
@@ -260,3 +265,5 @@ class Stats:
     latency_p95: int | None = None
     redactions: int = 0
     redaction_rules: dict[str, int] = field(default_factory=dict)
+    # Messages that are not `ok`, by status (unanswered, incomplete, superseded).
+    statuses: dict[str, int] = field(default_factory=dict)

@@ -142,9 +142,10 @@ def update(
     ttl: int | None | _Unset = _UNSET,
     meta_set: dict[str, str] | None = None,
     meta_unset: Sequence[str] = (),
+    system: str | _Unset = _UNSET,
 ) -> Session:
-    """Change title, user, TTL and metadata of one session in one transaction.
-    An empty title or user clears it; ttl=None removes the expiry."""
+    """Change title, user, system prompt, TTL and metadata of one session in one
+    transaction. An empty title, user or system prompt clears it; ttl=None removes the expiry."""
     from sessctl.store import bulk
 
     check_session_id(session_id)
@@ -159,6 +160,7 @@ def update(
             title=title or None if isinstance(title, str) else None, set_title=isinstance(title, str),
             user=user or None if isinstance(user, str) else None, set_user=isinstance(user, str),
             meta_set=meta_set or None, meta_unset=meta_unset,
+            system=system or None if isinstance(system, str) else None, set_system=isinstance(system, str),
         )
         if not isinstance(ttl, _Unset):
             bulk.set_expiry(store, store.conn, session_id,

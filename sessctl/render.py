@@ -68,9 +68,18 @@ def session_dict(s: Session, messages: Iterable[Message] | None = None) -> dict[
             "redactions": s.redactions,
         },
     }
+    if s.forked_from is not None:
+        # Only on forks: every other session object (and so an older export read back
+        # and written again) stays byte for byte what it was.
+        d["forked_from"] = origin_dict(s)
     if messages is not None:
         d["messages"] = [message_dict(m) for m in messages]
     return d
+
+
+def origin_dict(s: Session) -> dict[str, Any] | None:
+    """A fork's origin as export writes it (null for a session that is not a fork)."""
+    return None if s.forked_from is None else {"id": s.forked_from, "seq": s.forked_at}
 
 
 def stats_dict(st: Stats) -> dict[str, Any]:
@@ -82,6 +91,8 @@ def stats_dict(st: Stats) -> dict[str, Any]:
         "latency_ms": {"avg": st.latency_avg, "p50": st.latency_p50, "p95": st.latency_p95},
         "redactions": st.redactions,
         "redactions_by_rule": dict(sorted(st.redaction_rules.items())),
+        # Counted in "messages" too; never sent as context again.
+        "messages_not_ok": {k: st.statuses.get(k, 0) for k in ("unanswered", "incomplete", "superseded")},
     }
 
 
@@ -186,6 +197,8 @@ def write_stats(out: TextIO, groups: list[tuple[Any, Stats]], fmt: str, by: str 
             ["sessions", f"{st.sessions_total} ({st.sessions_active} active, {st.sessions_archived} archived)"],
             ["users", str(st.users)],
             ["messages", str(st.messages)],
+            *[[f"  {k}", str(st.statuses[k])] for k in ("unanswered", "incomplete", "superseded")
+              if st.statuses.get(k)],
             ["tokens in", str(st.tokens_in)],
             ["tokens out", str(st.tokens_out)],
             ["latency avg", lat(st.latency_avg)],
@@ -238,6 +251,8 @@ def write_transcript_text(out: TextIO, s: Session, messages: list[Message], *, c
     field("Created", iso(s.created_at))
     field("Updated", iso(s.updated_at))
     field("Expires", iso(s.expires_at))
+    if s.forked_from is not None:
+        field("Forked", f"from {s.forked_from} at #{s.forked_at}")
     field("Metadata", ", ".join(f"{k}={v}" for k, v in sorted(s.metadata.items())))
     field("Messages", f"{s.message_count} · tokens {s.tokens_in} in / {s.tokens_out} out · redactions {s.redactions}")
     if s.system is not None:
@@ -262,6 +277,7 @@ def write_transcript_markdown(out: TextIO, s: Session, messages: list[Message]) 
     rows = [
         ("id", s.id), ("user", s.user), ("provider", s.provider), ("model", s.model), ("status", s.status),
         ("created", iso(s.created_at)), ("updated", iso(s.updated_at)), ("expires", iso(s.expires_at)),
+        ("forked from", None if s.forked_from is None else f"{s.forked_from} #{s.forked_at}"),
     ]
     rows += [(f"meta.{k}", v) for k, v in sorted(s.metadata.items())]
     for label, value in rows:
@@ -365,6 +381,7 @@ class _FastMessages:
             f'"context":{{"max_messages":{num(s.max_context_messages)},"max_tokens":{num(s.max_context_tokens)}}},'
             f'"stats":{{"messages":{s.message_count},"tokens_in":{s.tokens_in},"tokens_out":{s.tokens_out},'
             f'"redactions":{s.redactions}}}'
+            + ("" if s.forked_from is None else f',"forked_from":{dumps(origin_dict(s))}')
         )
 
     def render(self, rows: Iterable[tuple[Any, ...]]) -> str:

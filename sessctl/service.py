@@ -161,18 +161,40 @@ class CreateRequest:
     max_context_messages: int | None = None
     max_context_tokens: int | None = None
     exist_ok: bool = False
+    template: str | None = None
 
 
 def new_session_spec(app: App, session_id: str, *, user: str | None = None, provider: str | None = None,
-                     model: str | None = None) -> tuple[NewSession, str | None]:
+                     model: str | None = None, template: str | None = None,
+                     system: str | None = None) -> tuple[NewSession, str | None]:
     """The NewSession for an id, with the provider and model resolved now so a session
     keeps them even if the configuration's defaults change later; and the notice to
-    show if the session is created with the fallback provider."""
+    show if the session is created with the fallback provider.
+
+    `template` (a `[templates.NAME]` of the configuration) gives the system prompt,
+    provider, model, options, metadata, TTL and context limits; the arguments given
+    win over it. Its model goes only with its own provider: another --provider uses
+    that provider's model unless --model names one."""
+    tpl = app.config.template(template) if template is not None else None
     notice = None
+    if provider is None and tpl is not None:
+        provider = tpl.provider
     if provider is None:
         provider, notice = pick_default_provider(app.config)
     pcfg = app.config.provider(provider)
-    return NewSession(id=session_id, user=user, provider=provider, model=model or pcfg.model), notice
+    if model is None and tpl is not None and tpl.model and tpl.provider in (None, provider):
+        model = tpl.model
+    spec = NewSession(id=session_id, user=user, provider=provider, model=model or pcfg.model)
+    if tpl is not None:
+        spec.system = tpl.system
+        spec.metadata = dict(tpl.metadata)
+        spec.options = dict(tpl.options)
+        spec.max_context_messages, spec.max_context_tokens = tpl.max_context_messages, tpl.max_context_tokens
+        if tpl.ttl:
+            spec.expires_at = app.now() + timeutil.parse_duration(tpl.ttl, what=f"[templates.{tpl.name}] ttl")
+    if system is not None:
+        spec.system = system
+    return spec, notice
 
 
 def create(app: App, req: CreateRequest) -> tuple[Session, bool]:
@@ -180,10 +202,15 @@ def create(app: App, req: CreateRequest) -> tuple[Session, bool]:
     for name, value in (("--max-context-messages", req.max_context_messages),
                         ("--max-context-tokens", req.max_context_tokens)):
         check_count(value, name, 1)
-    spec, notice = new_session_spec(app, session_id, user=req.user, provider=req.provider, model=req.model)
-    spec.title, spec.system, spec.metadata = req.title, req.system, dict(req.metadata)
-    spec.options = dict(req.options)
-    spec.max_context_messages, spec.max_context_tokens = req.max_context_messages, req.max_context_tokens
+    spec, notice = new_session_spec(app, session_id, user=req.user, provider=req.provider, model=req.model,
+                                    template=req.template, system=req.system)
+    spec.title = req.title
+    spec.metadata = {**spec.metadata, **req.metadata}
+    spec.options = {**spec.options, **req.options}
+    if req.max_context_messages is not None:
+        spec.max_context_messages = req.max_context_messages
+    if req.max_context_tokens is not None:
+        spec.max_context_tokens = req.max_context_tokens
     now = app.now()
     if req.ttl is not None:
         spec.expires_at = timeutil.in_range(now + req.ttl, what="the expiry (now + --ttl)")

@@ -413,7 +413,8 @@ def test_export_empty_json_is_array(ok: Run) -> None:
 # --- stats -------------------------------------------------------------------------
 
 
-STATS_KEYS = ["sessions", "users", "messages", "tokens", "latency_ms", "redactions", "redactions_by_rule"]
+STATS_KEYS = ["sessions", "users", "messages", "tokens", "latency_ms", "redactions", "redactions_by_rule",
+              "messages_not_ok"]
 
 
 def test_stats_json(ok: Run, populated) -> None:

@@ -67,3 +67,39 @@ def test_many_processes_send_concurrently(paths: Paths, ok: Run) -> None:
         own = sessions[f"own-{w}"]["messages"]
         assert [m["seq"] for m in own] == list(range(1, SENDS // 2 * 2 + 1))
         assert [m["content"] for m in own[::2]] == [f"w{w}-m{i}" for i in range(1, SENDS, 2)]
+
+
+def test_a_process_opening_while_another_creates_the_schema_sees_one_state(
+        paths: Paths, ok: Run, engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race behind an 8-process run that failed with "... is an SQLite database but
+    not a sessctl one": a process read the schema version (0), another committed step 1,
+    and the first then saw that step's tables. Made deterministic: the other writer
+    commits exactly between the two reads."""
+    import sqlite3
+
+    from conftest import only_sqlite
+    from sessctl.store import sqlite_schema
+
+    only_sqlite(engine, "a race on opening the file")
+    paths.db.parent.mkdir(parents=True)
+    other = sqlite3.connect(paths.db, isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA journal_mode = WAL")  # a reader does not hold the writer off
+    real, fired = sqlite_schema.current_version, []
+
+    def version_then_the_other_process_migrates(conn: sqlite3.Connection) -> int:
+        version = real(conn)
+        if version == 0 and not fired:
+            fired.append(True)
+            other.execute("BEGIN IMMEDIATE")
+            other.execute(sqlite_schema._RECORD_TABLE)
+            sqlite_schema._m001_initial(other)
+            other.execute("INSERT INTO schema_migrations VALUES (1, 'initial', 0)")
+            other.execute("PRAGMA user_version = 1")
+            other.execute("COMMIT")
+        return version
+
+    monkeypatch.setattr(sqlite_schema, "current_version", version_then_the_other_process_migrates)
+    ok("send", "-s", "a", "hi")  # migrates the rest of the way and works
+    assert fired
+    other.close()
+    assert ok("show", "a", "--json").json()["stats"]["messages"] == 2

@@ -146,32 +146,39 @@ def test_options_are_sealed_and_sanitized_like_metadata(ok: Run, paths: Paths, e
 
 
 def _downgrade(engine: str, db_conn: Callable[[], Any]) -> None:
-    """Make the store what a sessctl from before integrity digests left: settings back
-    in plaintext `options`, no chain, no digest, the v1 key check, schema version 2."""
+    """Make the store what a sessctl from before integrity digests left: schema version
+    2 (no digests, chains, sealed settings, search index or workflow columns), settings
+    back in plaintext `options`, the v1 key check."""
     from sessctl import config, crypto
     from sessctl.service import App
+    from sessctl.store import _SESSION_COLS
 
     app = App(config=config.load())
     store = app.store(create=False)
     cipher = store.cipher()
-    rows = [(pk, store._session(r)) for pk, r in (
-        (r[0], r) for r in store.conn.execute("SELECT pk, id, \"user\", provider, model, status, created_at, "
-                                              "updated_at, archived_at, expires_at, title, system, metadata, options, "
-                                              "message_count, tokens_in, tokens_out, redactions, redaction_rules, "
-                                              "settings, digest FROM sessions"))]
+    sessions = [store._session(r) for r in store.conn.execute(f"SELECT {_SESSION_COLS} FROM sessions").fetchall()]
     ring = store.keyring()
     app.close()
     c = db_conn()
-    for pk, s in rows:
+    for s in sessions:
         legacy = json.dumps(store._settings(s), sort_keys=True) if store._settings(s) else None
-        c.execute("UPDATE sessions SET options = ? WHERE pk = ?", (legacy, pk))
+        c.execute("UPDATE sessions SET options = ? WHERE pk = ?", (legacy, s.pk))
     c.execute("UPDATE keyring SET dek_check = ?", (crypto.key_check(cipher, ring["db_id"], version=1),))
     for statement in ("DROP TABLE IF EXISTS message_search", "DROP TABLE IF EXISTS search_backlog",
+                      "DROP INDEX IF EXISTS messages_not_ok",
                       "ALTER TABLE sessions DROP COLUMN settings", "ALTER TABLE sessions DROP COLUMN digest",
+                      "ALTER TABLE sessions DROP COLUMN forked_from", "ALTER TABLE sessions DROP COLUMN forked_at",
                       "ALTER TABLE messages DROP COLUMN chain", "DELETE FROM schema_migrations WHERE version >= 3"):
         c.execute(statement)
     if engine == "sqlite":
+        # The status CHECK as version 2 wrote it (the workflow step rebuilds the table to widen it).
+        c.execute("PRAGMA writable_schema = ON")
+        c.execute("UPDATE sqlite_master SET sql = replace(sql, ?, '') WHERE name = 'messages'", (", 'superseded'",))
+        c.execute("PRAGMA writable_schema = OFF")
         c.execute("PRAGMA user_version = 2")
+    else:
+        c.execute("ALTER TABLE messages DROP CONSTRAINT messages_status_check")
+        c.execute("ALTER TABLE messages ADD CHECK (status IN ('ok', 'incomplete', 'unanswered'))")
     c.close()
 
 

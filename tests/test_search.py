@@ -236,13 +236,13 @@ def test_doctor_checks_and_rebuilds_the_index(run: Run, ok: Run, db_conn: Any) -
 
 def test_upgrade_indexes_older_messages_on_first_search(run: Run, ok: Run, db_conn: Any, engine: str) -> None:
     _import(ok, [_session("old", "ancient scroll", "a reply"), _session("older", "dusty scroll", "another")])
-    # Back to schema version 3, as a database written before search existed.
+    # Back to schema version 4, as a database written before search existed.
     c = db_conn()
     c.execute("DROP TABLE message_search")
     c.execute("DROP TABLE search_backlog")
-    c.execute("DELETE FROM schema_migrations WHERE version = 4")
+    c.execute("DELETE FROM schema_migrations WHERE version = 5")
     if engine == "sqlite":
-        c.execute("PRAGMA user_version = 3")
+        c.execute("PRAGMA user_version = 4")
     c.close()
     code, checks = _check(run)
     assert checks["search index"]["status"] == "skip" and checks["schema"]["status"] == "warn"

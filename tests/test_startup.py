@@ -67,6 +67,9 @@ def populated(ok: Run) -> None:
     (True, ["stats"], {"sqlite3", "tabulate"}),
     (True, ["export", "--all", "--format", "jsonl"], {"sqlite3", "cryptography"}),
     (True, ["send", "-s", "a", "again"], {"sqlite3", "cryptography", "asyncio", "sessctl.sanitize"}),
+    (True, ["retry", "a"], {"sqlite3", "cryptography", "asyncio", "sessctl.sanitize"}),
+    (True, ["fork", "a", "b"], {"sqlite3", "cryptography", "sessctl.sanitize"}),
+    (False, ["templates", "list", "--json"], set()),
     (True, ["doctor", "--json"], {"sqlite3", "cryptography"}),
     (True, ["search", "hello", "--json"], {"sqlite3", "cryptography"}),  # no sanitizer: it only reads
     (True, ["search", "hello"], {"sqlite3", "cryptography", "tabulate"}),

@@ -27,6 +27,8 @@ from sessctl.commands._common import count_type, get_app, get_client
 @click.option("--max-context-messages", type=count_type(1), metavar="N", help="Send at most N messages of history.")
 @click.option("--max-context-tokens", type=count_type(1), metavar="N", help="Send at most about N tokens of history.")
 @click.option("--exist-ok", is_flag=True, help="Succeed (exit 0) when the session already exists.")
+@click.option("--template", metavar="NAME", shell_complete=complete.templates,
+              help="Start from [templates.NAME] of config.toml; the options given here win over it.")
 @click.pass_context
 def cli(ctx: click.Context, session_id: str | None, system_text: str | None, system_file: Any,
         meta: tuple[str, ...], ttl: str | None, options: tuple[str, ...], **kw: Any) -> None:
@@ -37,6 +39,7 @@ def cli(ctx: click.Context, session_id: str | None, system_text: str | None, sys
       sessctl create user-123 --user alice --system "You are terse." --meta plan=pro
       sessctl create --title "Ticket 4411" --ttl 30d
       sessctl create user-123 --exist-ok   # idempotent, for scripts
+      sessctl create t-9 --template support --meta ticket=9
     """
     from sessctl import service, timeutil
     from sessctl.errors import UsageError
@@ -57,7 +60,7 @@ def cli(ctx: click.Context, session_id: str | None, system_text: str | None, sys
                                                      metadata=req.metadata, ttl=ttl, options=req.options,
                                                      max_context_messages=req.max_context_messages,
                                                      max_context_tokens=req.max_context_tokens,
-                                                     exist_ok=req.exist_ok)
+                                                     exist_ok=req.exist_ok, template=req.template)
     if not created:
         app.notice(f"session {session.id!r} already exists; left unchanged")
     app.stdout.write(session.id + "\n")

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from sessctl import complete
+from sessctl.commands import _turns
 from sessctl.commands._common import count_type, format_option, get_app, message_text, resolve_format
 
 FORMATS = ("text", "json")
@@ -14,9 +15,15 @@ FORMATS = ("text", "json")
 
 @click.command("send")
 @click.argument("message", required=False)
-@click.option("-s", "--session", "sessions", multiple=True, required=True, metavar="ID",
+@click.option("-s", "--session", "sessions", multiple=True, metavar="ID",
               shell_complete=complete.active_session,
               help="Session to send to (repeatable: several are called concurrently).")
+@click.option("-c", "--continue", "continue_", is_flag=True,
+              help="Send to the most recently active session (of --user, when given) instead of -s.")
+@click.option("--user", metavar="USER", shell_complete=complete.users,
+              help="Owner of a session this send creates; with -c, continue this user's latest session.")
+@click.option("--template", metavar="NAME", shell_complete=complete.templates,
+              help="Set up a session this send creates from [templates.NAME] of config.toml.")
 @click.option("--model", metavar="MODEL", help="Model for this turn only.")
 @click.option("--provider", metavar="NAME", shell_complete=complete.providers, help="Provider for this turn only.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
@@ -30,17 +37,20 @@ FORMATS = ("text", "json")
 @click.option("--dry-run", is_flag=True, help="Print the request body that would be sent, as JSON; call nothing.")
 @format_option(FORMATS)
 @click.pass_context
-def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], options: tuple[str, ...],
-        stream: bool | None, no_create: bool, dry_run: bool, fmt: str, json_flag: bool, **kw: Any) -> None:
+def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], continue_: bool,
+        options: tuple[str, ...], stream: bool | None, no_create: bool, dry_run: bool, fmt: str, json_flag: bool,
+        **kw: Any) -> None:
     """Send MESSAGE to a session and print the reply.
 
     The session's history goes with it; both sides are sanitized and stored. MESSAGE
     '-' or omitted reads the message from stdin. MESSAGE and piped stdin together send
     both: MESSAGE, a blank line, then the piped text; a terminal or empty stdin adds
     nothing. Bytes that are not UTF-8 are stored as U+FFFD and counted as redactions
-    (invalid_unicode). A missing session is created
-    (with a notice) unless --no-create. With --format json it prints one JSON object
-    per session, one per line.
+    (invalid_unicode). A missing session is created (with a notice) unless --no-create,
+    owned by --user and set up from --template (both only apply to a session being
+    created). -c/--continue sends to the most recently active session (of --user) and
+    names it on stderr. With --format json it prints one JSON object per session, one
+    per line.
 
     If the call fails (exit 5, after retries) or is interrupted (Ctrl-C, exit 130), the
     message is kept, marked unanswered, with any partial reply marked incomplete; they
@@ -52,11 +62,24 @@ def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], opti
       sessctl send --session user-123 "hi"
       git diff | sessctl send -s review "Review this diff"
       sessctl send -s a -s b -s c "Summarise our conversation" --format json
+      sessctl send -c "And what about refunds?"
+      sessctl send -s t-9 --template support --user alice "My order is late"
     """
     from sessctl import conversation, render, service
+    from sessctl.errors import UsageError
 
     app = get_app(ctx)
     fmt = resolve_format(fmt, json_flag)
+    if continue_ and sessions:
+        raise UsageError("give -s/--session or -c/--continue, not both")
+    if not continue_ and not sessions:
+        raise UsageError("no session: give -s ID, or -c to continue the most recently active one")
+    if continue_:
+        from sessctl import workflow
+
+        chosen = workflow.latest_session(app, kw["user"])
+        app.notice(f"continuing session {chosen.id!r} (last active {render.iso(chosen.updated_at)})")
+        sessions = (chosen.id,)
     message = message_text(app, message)
     if stream is None:
         stream = app.stdout_isatty and fmt == "text" and len(sessions) == 1
@@ -71,50 +94,4 @@ def cli(ctx: click.Context, message: str | None, sessions: tuple[str, ...], opti
                 app.stdout.write(render.dumps(b) + "\n")
         return
 
-    streamed: list[str] = []
-
-    def on_text(piece: str) -> None:
-        if fmt == "text" and piece:
-            streamed.append(piece[-1])
-            app.stdout.write(piece)
-            app.stdout.flush()
-
-    def end_stream() -> None:
-        if streamed and streamed[-1] != "\n":
-            app.stdout.write("\n")
-
-    results = conversation.send(app, sessions, opts, on_text=on_text)
-    multi = len(results) > 1
-    for i, r in enumerate(results):
-        if r.created:
-            app.notice(f"created session {r.session_id!r}" + (f" ({r.notice})" if r.notice else ""))
-        if fmt == "json":
-            app.stdout.write(render.dumps(render.send_dict(
-                r.session_id, r.reply, r.redactions, str(r.error) if r.error else None,
-                exit_code=int(r.error.exit_code) if r.error else None)) + "\n")
-        elif r.reply is not None:
-            if multi:
-                app.stdout.write(("\n" if i else "") + f"==> {r.session_id} <==\n")
-            if streamed and not multi:
-                end_stream()
-            else:
-                app.stdout.write(r.reply.content + ("" if r.reply.content.endswith("\n") else "\n"))
-        if r.error is not None:
-            if not multi:
-                end_stream()
-            prefix = f"session {r.session_id!r}: " if multi else ""
-            app.stderr.write(f"sessctl: error: {prefix}{r.error}{_kept(r, multi)}\n")
-    exit_code = conversation.exit_code(results)
-    app.stdout.flush()
-    ctx.exit(exit_code)
-
-
-def _kept(r: Any, multi: bool) -> str:
-    """Where the user's text went when the call failed: saved, never lost."""
-    if not r.kept:
-        return ""
-    where = "" if multi else f" in session {r.session_id!r}"
-    note = f"; your message is saved{where}, marked unanswered"
-    if r.partial_chars:
-        note += ", and the partial reply, marked incomplete"
-    return note
+    _turns.run(ctx, app, sessions, opts, fmt)

@@ -52,7 +52,7 @@ T = TypeVar("T")
 _SESSION_COLS = (
     'pk, id, "user", provider, model, status, created_at, updated_at, archived_at, expires_at, '
     "title, system, metadata, options, message_count, tokens_in, tokens_out, redactions, redaction_rules, "
-    "settings, digest"
+    "settings, digest, forked_from, forked_at"
 )
 _MESSAGE_COLS = (
     "m.seq, m.role, b.content, m.created_at, m.status, m.provider, m.model, m.tokens_in, "
@@ -401,7 +401,7 @@ class Store:
 
     def _session(self, row: Sequence[Any], *, decrypt: bool = True) -> Session:
         (pk, sid, user, provider, model, status, created, updated, archived, expires,
-         title, system, metadata, options, count, tin, tout, red, red_rules, settings, digest) = row
+         title, system, metadata, options, count, tin, tout, red, red_rules, settings, digest, forked_from, forked_at) = row
         opts = json.loads(options) if options else {}
         if settings is not None and decrypt:
             opened = self._open_text(settings, "sessions", "settings", sid, pk, pk)
@@ -414,10 +414,11 @@ class Store:
             max_context_tokens=opts.get("max_context_tokens"),
             message_count=count, tokens_in=tin, tokens_out=tout, redactions=red,
             redaction_rules=json.loads(red_rules) if red_rules else {},
+            forked_from=forked_from, forked_at=forked_at,
         )
         s._seal = ([sid, pk, user, provider, model, created, expires, options, integrity.tag(settings),
                     integrity.tag(title), integrity.tag(system), integrity.tag(metadata), count, tin, tout, red,
-                    red_rules], digest)
+                    red_rules, forked_from, forked_at], digest)
         if decrypt:
             s.title = self._open_text(title, "sessions", "title", sid, pk, pk)
             s.system = self._open_text(system, "sessions", "system", sid, pk, pk)
@@ -606,8 +607,10 @@ class Store:
         set_user: bool = False,
         meta_set: dict[str, str] | None = None,
         meta_unset: Iterable[str] = (),
+        system: str | None = None,
+        set_system: bool = False,
     ) -> Session:
-        """Change title, user or metadata (merge semantics) in one transaction."""
+        """Change title, user, system prompt or metadata (merge semantics) in one transaction."""
         unset = list(meta_unset)
         self.cipher(create=True)  # also seals a database from before integrity digests
 
@@ -619,8 +622,8 @@ class Store:
             for key in unset:
                 metadata.pop(key, None)
             change_meta = bool(meta_set) or bool(unset)
-            self._write_session_texts(conn, current.pk, current.id, title, current.system, metadata,
-                                      set_title=set_title, set_system=False, set_meta=change_meta)
+            self._write_session_texts(conn, current.pk, current.id, title, system, metadata,
+                                      set_title=set_title, set_system=set_system, set_meta=change_meta)
             if set_user:
                 conn.execute('UPDATE sessions SET "user" = ? WHERE pk = ?', (_text.plain(user), current.pk))
                 self._reseal(conn, current.pk)

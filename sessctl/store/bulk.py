@@ -192,11 +192,11 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
     rules = _merge_counts(*(m.redactions for m in messages))
     cur = conn.execute(
         'INSERT INTO sessions (id, "user", provider, model, status, created_at, updated_at, archived_at, expires_at, '
-        "message_count, tokens_in, tokens_out, redactions, redaction_rules) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
+        "message_count, tokens_in, tokens_out, redactions, redaction_rules, forked_from, forked_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
         (s.id, plain(s.user), plain(s.provider), plain(s.model), s.status, s.created_at, s.updated_at,
          s.archived_at, s.expires_at, len(messages), s.tokens_in, s.tokens_out, s.redactions,
-         json.dumps(rules, sort_keys=True) if rules else None),
+         json.dumps(rules, sort_keys=True) if rules else None, s.forked_from, s.forked_at),
     )
     pk = int(cur.fetchone()[0])
     store._write_settings(conn, pk, s.id, s)

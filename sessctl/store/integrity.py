@@ -69,7 +69,8 @@ def link(key: bytes, prev: bytes | None, facts: Sequence[Any], body: Any) -> byt
 def header(key: bytes, facts: Sequence[Any], last_chain: bytes | None) -> bytes:
     """A session's digest. `facts`: id, pk, user, provider, model, created_at,
     expires_at, options (legacy plaintext), the tags of settings, title, system and
-    metadata, message_count, tokens_in, tokens_out, redactions, redaction_rules."""
+    metadata, message_count, tokens_in, tokens_out, redactions, redaction_rules,
+    forked_from, forked_at (a fork's origin)."""
     data = b"sessctl session v1\x1e" + _enc(facts) + b"\x1e" + (last_chain or b"")
     return blake2b(data, key=key, digest_size=32).digest()
 
@@ -94,15 +95,15 @@ TAG_ROW_COLS = ("m.seq, m.role, substr(b.content, length(b.content) - 15), m.cre
 
 # The sessions columns a digest covers, in `header`'s order (tags taken in Python).
 HEADER_COLS = ('id, pk, "user", provider, model, created_at, expires_at, options, settings, title, system, '
-               "metadata, message_count, tokens_in, tokens_out, redactions, redaction_rules")
+               "metadata, message_count, tokens_in, tokens_out, redactions, redaction_rules, forked_from, forked_at")
 
 
 def header_facts(row: Sequence[Any]) -> list[Any]:
     """HEADER_COLS row → the facts `header` takes (sealed columns as their tags)."""
     (sid, pk, user, provider, model, created, expires, options, settings, title, system, metadata,
-     count, tin, tout, red, red_rules) = row
+     count, tin, tout, red, red_rules, forked_from, forked_at) = row
     return [sid, pk, user, provider, model, created, expires, options, tag(settings), tag(title), tag(system),
-            tag(metadata), count, tin, tout, red, red_rules]
+            tag(metadata), count, tin, tout, red, red_rules, forked_from, forked_at]
 
 
 def relink(conn: Any, key: bytes, pk: int, from_seq: int = 1) -> bytes | None:
@@ -194,6 +195,6 @@ def check_all(conn: Any, key: bytes, pks: list[int] | None = None) -> Iterable[t
             except CryptoError as exc:
                 yield sid, exc.message.split("(", 1)[1].split(")", 1)[0]
                 continue
-            digest = row[17]
-            if digest is None or bytes(digest) != header(key, header_facts(row[:17]), last_chain):
+            digest = row[19]
+            if digest is None or bytes(digest) != header(key, header_facts(row[:19]), last_chain):
                 yield sid, "its header does not match its digest"

@@ -113,8 +113,8 @@ def _m003_integrity(conn: Any) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN chain bytea")
 
 
-def _m004_search_index(conn: Any) -> None:
-    # The same two tables as SQLite's step 3 (see there for why each exists).
+def _m005_search_index(conn: Any) -> None:
+    # The same two tables as SQLite's step 5 (see there for why each exists).
     conn.execute("""CREATE TABLE message_search (
         session_pk bigint NOT NULL,
         seq bigint NOT NULL,
@@ -129,11 +129,27 @@ def _m004_search_index(conn: Any) -> None:
     conn.execute("INSERT INTO search_backlog (id, messages) SELECT 1, count(*) FROM messages HAVING count(*) > 0")
 
 
+def _m004_workflow(conn: Any) -> None:
+    """The same as SQLite's step 4 (retry's `superseded` status, a fork's origin, an
+    index of the messages that are not ok). PostgreSQL alters the CHECK in place."""
+    # The column constraint's generated name, looked up rather than assumed.
+    names = [r[0] for r in conn.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'messages'::regclass AND contype = 'c' "
+        "AND pg_get_constraintdef(oid) LIKE '%status%'")]
+    for name in names:
+        conn.execute(f'ALTER TABLE messages DROP CONSTRAINT "{name}"')
+    conn.execute("ALTER TABLE messages ADD CONSTRAINT messages_status_check "
+                 "CHECK (status IN ('ok', 'incomplete', 'unanswered', 'superseded'))")
+    conn.execute("ALTER TABLE sessions ADD COLUMN forked_from text, ADD COLUMN forked_at bigint")
+    conn.execute("CREATE INDEX messages_not_ok ON messages (status, session_pk) WHERE status <> 'ok'")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("initial", _m001_initial),
     ("scale indexes", _m002_scale_indexes),
     ("integrity digests and sealed settings", _m003_integrity),
-    ("search index", _m004_search_index),
+    ("workflow: superseded status, fork origin", _m004_workflow),
+    ("search index", _m005_search_index),
 ]
 LATEST = len(MIGRATIONS)
 

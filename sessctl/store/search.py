@@ -1,6 +1,6 @@
 """The blind search index: its SQL, and how a message's text becomes its row.
 
-One row per message in `message_search` (schema step 4): (session_pk, seq, tags), where
+One row per message in `message_search` (schema step 5): (session_pk, seq, tags), where
 `tags` is the SORTED set of the message's words' tags, two bytes each. A word's tag is
 a keyed hash of the normalized word under a key derived from the data key, truncated
 to 14 bits (crypto.Cipher.word_tag): 16,384 tags for a vocabulary of tens or hundreds
@@ -128,7 +128,7 @@ def _index_batches(store: Any, conn: Any, cipher: crypto.Cipher, where: str, tot
 
 
 def fill_backlog(store: Any, progress: Progress | None = None) -> int:
-    """Index the messages that have no row yet (those stored before schema step 4), in
+    """Index the messages that have no row yet (those stored before schema step 5), in
     one transaction; returns how many. The texts were sanitized when stored."""
     cipher = store.cipher()
     if cipher is None:

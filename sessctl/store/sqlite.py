@@ -126,13 +126,21 @@ class SQLiteEngine(Engine):
 
     def _prepare(self, conn: sqlite3.Connection, *, create: bool) -> None:
         try:
-            version = sqlite_schema.current_version(conn)
+            # One read snapshot for the version and the table list: a process that
+            # starts while another creates the schema must not see the tables of
+            # step 1 with the version from before it, and call the file foreign.
+            conn.execute("BEGIN")
+            try:
+                version = sqlite_schema.current_version(conn)
+                sqlite_schema.check_version(version, self.path)
+                if version == 0:
+                    # Before anything changes the file: someone else's database is refused as it is.
+                    sqlite_schema.check_not_foreign(conn, self.path)
+            finally:
+                conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"{self.path} is not a usable sessctl database: {exc}") from None
-        sqlite_schema.check_version(version, self.path)
         if version == 0:
-            # Before anything changes the file: someone else's database is refused as it is.
-            sqlite_schema.check_not_foreign(conn, self.path)
             self._make_private()
         for pragma in _PRAGMAS:
             conn.execute(f"PRAGMA {pragma}")

@@ -11,6 +11,7 @@ logical schema.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 
@@ -116,7 +117,7 @@ def _m003_integrity(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN chain BLOB")
 
 
-def _m004_search_index(conn: sqlite3.Connection) -> None:
+def _m005_search_index(conn: sqlite3.Connection) -> None:
     # The blind search index (store/search.py): one row per message, the sorted set of
     # its words' truncated keyed hashes, clustered by (session_pk, seq) so that a
     # message is indexed with one insert and a session's rows go with one range delete.
@@ -138,11 +139,67 @@ def _m004_search_index(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO search_backlog (id, messages) SELECT 1, count(*) FROM messages HAVING count(*) > 0")
 
 
+# The CHECK on messages.status before and after step 4: retry keeps a replaced reply,
+# marked `superseded`.
+_STATUS_CHECK_OLD = "CHECK (status IN ('ok', 'incomplete', 'unanswered'))"
+_STATUS_CHECK_NEW = "CHECK (status IN ('ok', 'incomplete', 'unanswered', 'superseded'))"
+
+
+def _m004_workflow(conn: sqlite3.Connection) -> None:
+    """retry and fork (issue 12): a `superseded` message status, the origin of a fork,
+    and an index of the messages that are not `ok` (for `stats`).
+
+    SQLite cannot alter a CHECK constraint, so `messages` is rebuilt with SQLite's own
+    procedure (lang_altertable.html, "other kinds of table schema changes"): the new
+    table is made from the stored CREATE statement with only the CHECK changed (so
+    columns an earlier step added stay), rows copied with their ids (message_bodies
+    and anything else keyed by message id stay valid), the old table dropped, the new
+    one renamed, and every index and trigger on it re-created from its stored SQL
+    (whatever earlier steps made). `migrate` runs this step with foreign keys off, so
+    dropping the old table cannot cascade into message_bodies, and checks them before
+    committing. All of it is one transaction: a crash leaves version 4 intact.
+    """
+    (table_sql,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'").fetchone()
+    if table_sql.count(_STATUS_CHECK_OLD) != 1:
+        raise StorageError("cannot migrate: the messages table is not as sessctl made it "
+                           "(its status CHECK constraint was changed); restore it from a backup")
+    new_sql = table_sql.replace(_STATUS_CHECK_OLD, _STATUS_CHECK_NEW)
+    new_sql = re.sub(r"^CREATE TABLE\s+\"?messages\"?", "CREATE TABLE messages_rebuild", new_sql, count=1)
+    attached = [r[0] for r in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'messages' AND type IN ('index', 'trigger') "
+        "AND sql IS NOT NULL ORDER BY type, name")]
+    conn.execute(new_sql)
+    conn.execute("INSERT INTO messages_rebuild SELECT * FROM messages")
+    conn.execute("DROP TABLE messages")
+    # Legacy rename: only the table's own name changes. The modern one re-checks every
+    # view and trigger in the schema, and one of another step's that names `messages`
+    # would fail to parse in the instant the table is gone.
+    conn.execute("PRAGMA legacy_alter_table = ON")
+    try:
+        conn.execute("ALTER TABLE messages_rebuild RENAME TO messages")
+    finally:
+        conn.execute("PRAGMA legacy_alter_table = OFF")
+    for sql in attached:
+        conn.execute(sql)
+    # A fork's origin: the session id and the last seq copied. Plaintext like every id;
+    # not a foreign key, since the origin may be deleted and the fork keeps its history.
+    conn.execute("ALTER TABLE sessions ADD COLUMN forked_from TEXT")
+    conn.execute("ALTER TABLE sessions ADD COLUMN forked_at INTEGER")
+    # `stats` counts messages by status from this small index (most messages are ok)
+    # instead of scanning every message.
+    conn.execute("CREATE INDEX messages_not_ok ON messages (status, session_pk) WHERE status <> 'ok'")
+    problems = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if problems:
+        raise StorageError(f"cannot migrate: {len(problems)} rows break foreign keys; run `sessctl doctor`")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("initial", _m001_initial),
     ("scale indexes", _m002_scale_indexes),
     ("integrity digests and sealed settings", _m003_integrity),
-    ("search index", _m004_search_index),
+    ("workflow: superseded status, fork origin", _m004_workflow),
+    ("search index", _m005_search_index),
 ]
 LATEST = len(MIGRATIONS)
 
@@ -188,5 +245,13 @@ SCHEMA = migrate_.Schema(
 
 
 def migrate(conn: sqlite3.Connection, path: object) -> int:
-    """Apply pending steps; returns how many ran. The caller holds no transaction."""
-    return migrate_.run(conn, SCHEMA, path)
+    """Apply pending steps; returns how many ran. The caller holds no transaction.
+
+    Foreign keys are off while steps run (step 4 rebuilds `messages`, which must not
+    cascade into message_bodies; the pragma is a no-op inside a transaction, hence
+    here) and back on afterwards; step 4 checks them itself before committing."""
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        return migrate_.run(conn, SCHEMA, path)
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")

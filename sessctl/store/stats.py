@@ -18,6 +18,8 @@ from typing import Any
 
 from sessctl.models import Stats
 
+# A literal, not a parameter: only then can the planner match the partial index.
+_NOT_OK = "m.status <> 'ok'"
 _KEYS = {None: "NULL", "user": 's."user"', "model": "s.model", "provider": "s.provider"}
 
 
@@ -131,6 +133,15 @@ def compute(
             f"SELECT {key_sql}, m.redactions {base} AND m.redactions IS NOT NULL", [*params, *wparams]
         ):
             _add_rules(groups[key], rules)
+
+    # Messages that are not ok (unanswered, incomplete, superseded): few, and read from
+    # the partial index messages_not_ok (migration 4), so no pass over every message.
+    for key, status, n in conn.execute(
+        f"SELECT {key_sql}, m.status, count(*) FROM messages m JOIN sessions s ON s.pk = m.session_pk"
+        f"{_and(where, _NOT_OK)}{window} GROUP BY 1, 2",
+        [*params, *wparams],
+    ):
+        groups[key].statuses[status] = int(n)
 
     # Latency: every reply of the selected sessions (inside the window when there is one).
     for key, (avg, p50, p95) in _latency(store, key_sql, where, params, window, wparams).items():
