@@ -118,9 +118,13 @@ class PostgresEngine(Engine):
         try:
             version = engine._guard(lambda: postgres_schema.current_version(conn))
             postgres_schema.check_version(version, engine.location)
-            if version == 0 and not create:
-                conn.close()
-                return None
+            if version == 0:
+                # Someone else's tables under our names are refused by every command, as
+                # SQLite refuses someone else's file, not read as an empty store.
+                engine._guard(lambda: postgres_schema.check_not_foreign(conn, engine.location))
+                if not create:
+                    conn.close()
+                    return None
             if version < postgres_schema.LATEST:
                 engine._guard(lambda: postgres_schema.migrate(conn, engine.location))
         except BaseException:
