@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -127,6 +127,22 @@ def with_schema(url: str, schema: str) -> str:
     return f"{url}{sep}options={quote(f'-csearch_path={schema}', safe='')}"
 
 
+def _split(url: str) -> tuple[str, str]:
+    base, _, tail = url.rpartition("options=")
+    assert base and unquote(tail).startswith("-csearch_path="), url
+    return base[:-1], unquote(tail)[len("-csearch_path="):]
+
+
+def schema_of(url: str) -> str:
+    """The schema a with_schema() URL points at."""
+    return _split(url)[1]
+
+
+def server_of(url: str) -> str:
+    """A with_schema() URL without its schema: the server's test database."""
+    return _split(url)[0]
+
+
 @pytest.fixture
 def pg_schema(pg_server: str) -> Iterator[str]:
     """A fresh schema for one test; its URL. Dropped afterwards."""
@@ -160,6 +176,11 @@ class RawPg:
         from sessctl.store.postgres import _pg_sql
 
         self._conn.cursor().executemany(_pg_sql(sql), list(rows))
+
+    @property
+    def raw(self) -> Any:
+        """The psycopg connection itself (COPY, transactions)."""
+        return self._conn
 
     def commit(self) -> None:
         pass
