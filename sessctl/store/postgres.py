@@ -255,14 +255,28 @@ class PostgresEngine(Engine):
     def for_doctor(cls, config: Config) -> tuple[PostgresEngine | None, tuple[str, str, int] | None]:
         engine = cls(config)
         conn = engine._connect()
-        engine._guard(lambda: conn.execute("SET default_transaction_read_only = on"))
+        try:
+            engine._guard(lambda: conn.execute("SET default_transaction_read_only = on"))
+            tables = engine._guard(lambda: engine.table_names(conn))
+        except BaseException:
+            conn.close()
+            raise
+        if not tables & postgres_schema.TABLES:
+            # As a missing SQLite file: nothing sessctl made is here yet (someone else's
+            # tables beside ours are allowed: one database may serve several programs).
+            conn.close()
+            return None, ("warn", f"{engine.location} holds no sessctl tables yet: nothing to check "
+                                  "(sessctl creates them on first write)", 0)
         engine.adopt(conn)
         return engine, None
 
     def integrity(self, conn: Any, *, quick: bool, limit: int = 20) -> tuple[str, str, list[str]] | None:
         """The server keeps its own pages consistent; what can go wrong under us is an
         index left invalid (a failed concurrent build) or a constraint dropped or never
-        validated, which would let the rules the store relies on slip."""
+        validated, which would let the rules the store relies on slip. A schema sessctl
+        did not make has nothing of ours to check (the schema check says what it is)."""
+        if postgres_schema.current_version(conn) == 0:
+            return ("no sessctl schema to check", "", [])
         problems = [
             f"index {name} is not valid (rebuild it: REINDEX INDEX {name})"
             for (name,) in conn.execute(

@@ -111,6 +111,9 @@ MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("scale indexes", _m002_scale_indexes),
 ]
 LATEST = len(MIGRATIONS)
+# The tables sessctl makes (schema_migrations aside); a schema holding any of them that
+# sessctl did not make is someone else's.
+TABLES = frozenset({"keyring", "sessions", "messages", "message_bodies", "session_meta_index"})
 
 _RECORD_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version integer PRIMARY KEY,
@@ -144,11 +147,10 @@ def check_version(version: int, where: object) -> None:
 
 def check_not_foreign(conn: Any, where: object) -> None:
     """Refuse a schema whose tables look like ours but were not made by sessctl."""
-    ours = {"keyring", "sessions", "messages", "message_bodies", "session_meta_index"}
     clash = sorted(
         r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
-        if r[0] in ours
+        if r[0] in TABLES
     )
     if clash:
         raise StorageError(
