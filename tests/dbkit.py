@@ -175,15 +175,16 @@ class StoredDb:
 
     # --- more databases ------------------------------------------------------------------
 
-    def other(self, name: str) -> str:
-        """A new, empty database on the same engine, for `--db` or SESSCTL_DB."""
+    def other(self, name: str) -> StoredDb:
+        """A new, empty database on the same engine; `.location` for `--db` or SESSCTL_DB."""
         if self.url is None:
-            return str(self.db_path.parent.parent / "other" / f"{name}.db")
+            return StoredDb(self.engine, self.db_path.parent.parent / "other" / f"{name}.db", None)
         schema = f"t_{uuid.uuid4().hex[:12]}"
         server = server_of(self.url)
-        RawPg(server).execute(f"CREATE SCHEMA {schema}")
+        with RawPg(server) as c:
+            c.execute(f"CREATE SCHEMA {schema}")
         self._others.append(schema)
-        return with_schema(server, schema)
+        return StoredDb(self.engine, self.db_path, with_schema(server, schema))
 
     def drop_others(self) -> None:
         if self._others:

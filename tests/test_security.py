@@ -206,11 +206,11 @@ def test_schema_is_recorded(ok: Run, stored: StoredDb, engine: str) -> None:
 
 def test_db_flag_and_env(ok: Run, run: Run, paths: Paths, stored: StoredDb, engine: str) -> None:
     custom = stored.other("custom")
-    ok("--db", custom, "send", "-s", "a", "hi")  # --db wins over SESSCTL_DB
-    assert not stored.exists()
+    ok("--db", custom.location, "send", "-s", "a", "hi")  # --db wins over SESSCTL_DB
+    assert custom.exists() and not stored.exists()
     if only_sqlite(engine, "a file and its mode"):
-        assert mode(Path(custom)) == 0o600
-    assert ok("list", "--format", "ids", env={"SESSCTL_DB": custom}).stdout == "a\n"
+        assert mode(Path(custom.location)) == 0o600
+    assert ok("list", "--format", "ids", env={"SESSCTL_DB": custom.location}).stdout == "a\n"
     assert ok("list", "--format", "ids").stdout == ""
 
 
