@@ -521,6 +521,8 @@ class Store:
         only_ok: bool = False,
     ) -> list[Message]:
         """A session's messages in order; `last` keeps the final N."""
+        if seqs is not None and not seqs:
+            return []  # (and `IN ()` is SQLite's alone: PostgreSQL rejects an empty list)
         where, params = "m.session_pk = ?", [session.pk]
         if only_ok:
             where += " AND m.status = 'ok'"
