@@ -59,8 +59,8 @@ class StoredDb:
         return str(self.db_path) if self.url is None else self.url
 
     def env(self) -> dict[str, str]:
-        """Environment that points a sessctl subprocess with a hand-built environment here."""
-        return {} if self.url is None else {"SESSCTL_DB": self.url}
+        """Environment that points sessctl here (a subprocess with a hand-built environment)."""
+        return {"SESSCTL_DB": self.location}
 
     # --- access -------------------------------------------------------------------------
 
@@ -96,6 +96,17 @@ class StoredDb:
                 c.execute(s)
         finally:
             c.close()
+
+    def wipe(self) -> None:
+        """Back to nothing: no file, or an empty schema."""
+        if self.url is None:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                self.db_path.with_name(self.db_path.name + suffix).unlink(missing_ok=True)
+        else:
+            schema = schema_of(self.url)
+            with RawPg(server_of(self.url)) as c:
+                c.execute(f"DROP SCHEMA {schema} CASCADE")
+                c.execute(f"CREATE SCHEMA {schema}")
 
     # --- what is stored ------------------------------------------------------------------
 
@@ -169,7 +180,7 @@ class StoredDb:
                 c.close()
         from sessctl.cli import cli
 
-        r = CliRunner().invoke(cli, ["doctor", "--json"], env={**self.env(), **(env or {})}, catch_exceptions=False)
+        r = CliRunner().invoke(cli, ["doctor", "--json"], env={**(env or {}), **self.env()}, catch_exceptions=False)
         bad = [ch for ch in json.loads(r.stdout)["checks"] if ch["status"] != "ok"]
         assert r.exit_code == 0 and not bad, f"{context}: doctor exit {r.exit_code}: {bad} {r.stderr}"
 
