@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Paths, Run
+from dbkit import StoredDb
 
 pytestmark = pytest.mark.engines
 
@@ -21,7 +22,7 @@ WORKERS = 8
 SENDS = 25
 
 
-def test_many_processes_send_concurrently(paths: Paths, ok: Run) -> None:
+def test_many_processes_send_concurrently(paths: Paths, ok: Run, stored: StoredDb) -> None:
     # No database and no key yet: the workers also race to create the file, run the
     # migration, write the key file and create the shared session.
     go = paths.root / "go"
@@ -67,3 +68,7 @@ def test_many_processes_send_concurrently(paths: Paths, ok: Run) -> None:
         own = sessions[f"own-{w}"]["messages"]
         assert [m["seq"] for m in own] == list(range(1, SENDS // 2 * 2 + 1))
         assert [m["content"] for m in own[::2]] == [f"w{w}-m{i}" for i in range(1, SENDS, 2)]
+    stored.assert_sound(context="after the concurrent sends")
+    # The race to create the database ran each migration once.
+    assert stored.query("SELECT version FROM schema_migrations ORDER BY version") == [
+        (v,) for v in range(1, stored.migrations.LATEST + 1)]
