@@ -140,7 +140,7 @@ class PostgresEngine(Engine):
         try:
             params = conninfo_to_dict(url)
         except self.psycopg.ProgrammingError as exc:
-            raise UsageError(f"malformed PostgreSQL URL {self.location}: {self._scrub(str(exc))}") from None
+            raise UsageError(f"malformed PostgreSQL URL {self.location}: {self.describe_error(exc)}") from None
         kwargs: dict[str, Any] = {}
         if "prepare_threshold" in params:
             value = str(params.pop("prepare_threshold")).strip().lower()
