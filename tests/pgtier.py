@@ -6,13 +6,19 @@ For the PostgreSQL run, each test gets a schema of its own in the server's `test
 database and points sessctl at it with `SESSCTL_DB=postgresql://...?options=-csearch_path%3D<schema>`.
 
 Finding the server:
-- `SESSCTL_TEST_POSTGRES` set (CI sets it): that server must answer, or the run
-  fails: a missing server must never turn into silently skipped tests.
+- `SESSCTL_TEST_POSTGRES` set (.ci/run sets it): that server must answer, or the run
+  stops with one line saying so and fails: a missing server must never turn into
+  silently skipped tests.
 - unset: the local server at postgresql://postgres@127.0.0.1:5432/test; if it does not
   answer, a throwaway server is started from the system's PostgreSQL binaries
-  (initdb/pg_ctl, Debian's /usr/lib/postgresql/*/bin) in a temporary directory; if
-  there are none, the PostgreSQL tier is skipped with one line saying so, so the
-  README's test command still passes on a machine with only Python.
+  (initdb/pg_ctl on PATH or Debian's /usr/lib/postgresql/*/bin) in a temporary
+  directory; if there are none, the PostgreSQL tier is skipped with one line saying
+  so, so the README's test command still passes on a machine with only Python.
+
+Two more variables exist to test this file itself (tests/test_pgtier.py):
+`SESSCTL_TEST_POSTGRES_DEFAULT` replaces the local server's URL, and
+`SESSCTL_TEST_POSTGRES_BIN` names the directory of the binaries ("none": do not
+start a throwaway server).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from urllib.parse import quote, unquote
 import pytest
 
 ENV = "SESSCTL_TEST_POSTGRES"
-DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT = os.environ.get(f"{ENV}_DEFAULT") or "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _reachable(url: str) -> str | None:
@@ -64,9 +70,7 @@ class _Throwaway:
         self.bin: Path | None = None
 
     def start(self) -> str | None:
-        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
-        found = shutil.which("pg_ctl")
-        pg_ctl = Path(candidates[0]) if candidates else Path(found) if found else None
+        pg_ctl = _pg_ctl()
         if pg_ctl is None or os.geteuid() == 0 and not shutil.which("runuser"):
             return None
         self.bin = pg_ctl.parent
@@ -98,6 +102,29 @@ class _Throwaway:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _pg_ctl() -> Path | None:
+    """The pg_ctl to start a throwaway server with (its directory has initdb too)."""
+    chosen = os.environ.get(f"{ENV}_BIN")
+    if chosen is not None:
+        path = Path(chosen) / "pg_ctl"
+        return path if chosen.lower() != "none" and path.exists() else None
+    found = shutil.which("pg_ctl")
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+    # Resolved: a pg_ctl on PATH may be a lone symlink (/usr/local/bin) into the
+    # directory that holds initdb and createdb too.
+    return Path(found).resolve() if found else Path(candidates[0]) if candidates else None
+
+
+def _shown(url: str) -> str:
+    """The URL as it may be printed: its password masked."""
+    from sessctl.config import parse_database
+
+    try:
+        return parse_database(url, ENV).display
+    except Exception:  # noqa: BLE001 - a malformed URL is reported by the connection attempt
+        return "(the URL in it)"
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """The URL of the test server (see the module docstring for how it is found)."""
@@ -108,13 +135,15 @@ def pg_server() -> Iterator[str]:
         yield url
         return
     if explicit:
-        pytest.fail(f"{ENV}={explicit} does not answer: {why}", pytrace=False)
+        # Stop the whole run at once, on one line, rather than fail hundreds of tests.
+        pytest.exit(f"{ENV}={_shown(explicit)} does not answer ({why}): start that server, or unset "
+                    f"{ENV} to use {_shown(DEFAULT)} or a throwaway server", returncode=1)
     throwaway = _Throwaway()
     started = throwaway.start()
     if started is None or _reachable(started) is not None:
         throwaway.stop()
-        pytest.skip(f"PostgreSQL tier skipped: no server at {DEFAULT} ({why}) and no PostgreSQL binaries "
-                    f"to start one; set {ENV} to run it")
+        pytest.skip(f"PostgreSQL tier skipped: no server at {_shown(DEFAULT)} ({why}) and no PostgreSQL "
+                    f"binaries to start one; set {ENV}=postgresql://USER@HOST:PORT/DB to run it")
     try:
         yield started
     finally:
