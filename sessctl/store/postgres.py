@@ -120,11 +120,19 @@ class PostgresEngine(Engine):
             postgres_schema.check_version(version, engine.location)
             if version == 0:
                 # Someone else's tables under our names are refused by every command, as
-                # SQLite refuses someone else's file, not read as an empty store.
-                engine._guard(lambda: postgres_schema.check_not_foreign(conn, engine.location))
-                if not create:
-                    conn.close()
-                    return None
+                # SQLite refuses someone else's file, not read as an empty store...
+                try:
+                    engine._guard(lambda: postgres_schema.check_not_foreign(conn, engine.location))
+                except StorageError:
+                    # ...unless they are ours after all: a process beside us committed its
+                    # first migration step between the version read and this one.
+                    version = engine._guard(lambda: postgres_schema.current_version(conn))
+                    if version == 0:
+                        raise
+                    postgres_schema.check_version(version, engine.location)
+            if version == 0 and not create:
+                conn.close()
+                return None
             if version < postgres_schema.LATEST:
                 engine._guard(lambda: postgres_schema.migrate(conn, engine.location))
         except BaseException:
@@ -302,8 +310,7 @@ class PostgresEngine(Engine):
         return version, recorded, []
 
     def table_names(self, conn: Any) -> set[str]:
-        return {r[0] for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+        return {r[0] for r in conn.execute(postgres_schema.TABLES_HERE)}
 
     @property
     def setup_note(self) -> str:  # type: ignore[override]
