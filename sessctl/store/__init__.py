@@ -351,7 +351,7 @@ class Store:
         )
         pk = int(cur.fetchone()[0])
         self._write_session_texts(conn, pk, new.id, new.title, new.system, new.metadata, set_title=True,
-                                  set_system=True, set_meta=True, options=self._options_json(new))
+                                  set_system=True, set_meta=True, options=self._options_json(new), new=True)
         return pk
 
     @staticmethod
@@ -368,9 +368,10 @@ class Store:
     def _write_session_texts(
         self, conn: Any, pk: int, sid: str, title: str | None, system: str | None,
         metadata: dict[str, str], *, set_title: bool, set_system: bool, set_meta: bool,
-        options: str | None = None,
+        options: str | None = None, new: bool = False,
     ) -> dict[str, int]:
-        """Seal and store a session's texts (and, when given, its options JSON)."""
+        """Seal and store a session's texts (and, when given, its options JSON). `new`: the
+        row was just inserted, so it has no metadata index entries to clear."""
         sets: list[str] = []
         params: list[Any] = []
         counts: list[dict[str, int]] = []
@@ -391,7 +392,8 @@ class Store:
             blob, _ = self._put_text(json.dumps(clean, ensure_ascii=False, sort_keys=True) if clean else None,
                                      "sessions", "metadata", sid, pk, pk)
             sets.append("metadata = ?"), params.append(blob)
-            conn.execute("DELETE FROM session_meta_index WHERE session_pk = ?", (pk,))
+            if not new:
+                conn.execute("DELETE FROM session_meta_index WHERE session_pk = ?", (pk,))
             if clean:
                 cipher = self.cipher(create=True)
                 assert cipher is not None

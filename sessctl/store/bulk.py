@@ -193,22 +193,28 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
          json.dumps(rules, sort_keys=True) if rules else None),
     )
     pk = int(cur.fetchone()[0])
-    store._write_session_texts(conn, pk, s.id, s.title, s.system, s.metadata,
-                               set_title=True, set_system=True, set_meta=True, options=Store._options_json(s))
+    store._write_session_texts(conn, pk, s.id, s.title, s.system, s.metadata, set_title=True, set_system=True,
+                               set_meta=True, options=Store._options_json(s), new=True)
     fresh_total: dict[str, int] = {}
+    rows, bodies = [], []
     for m in messages:
         blob, fresh = store._put_text(m.content, "messages", "content", s.id, pk, m.seq)
         red = _merge_counts(m.redactions, fresh)
         fresh_total = _merge_counts(fresh_total, fresh)
-        cur = conn.execute(
+        rows.append((pk, m.seq, m.role, m.status, m.created_at, m.provider, m.model, m.tokens_in, m.tokens_out,
+                     int(m.tokens_estimated), m.latency_ms, m.first_token_ms,
+                     json.dumps(red, sort_keys=True) if red else None, sum(red.values())))
+        bodies.append((blob, pk, m.seq))
+    if rows:
+        # Two batched statements, not two round trips per message (PostgreSQL pipelines
+        # executemany): each body finds its message by (session, seq), the unique key.
+        conn.executemany(
             "INSERT INTO messages (session_pk, seq, role, status, created_at, provider, model, tokens_in, "
             "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (pk, m.seq, m.role, m.status, m.created_at, m.provider, m.model, m.tokens_in, m.tokens_out,
-             int(m.tokens_estimated), m.latency_ms, m.first_token_ms,
-             json.dumps(red, sort_keys=True) if red else None, sum(red.values())),
-        )
-        conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.fetchone()[0], blob))
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany(
+            "INSERT INTO message_bodies (id, content) SELECT id, ? FROM messages WHERE session_pk = ? AND seq = ?",
+            bodies)
     if fresh_total:
         old = conn.execute("SELECT redaction_rules FROM sessions WHERE pk = ?", (pk,)).fetchone()[0]
         conn.execute(
