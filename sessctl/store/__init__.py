@@ -205,10 +205,15 @@ class Store:
             kek = self.new_kek()
 
             def make(conn: Any) -> None:
-                if conn.execute("SELECT 1 FROM keyring WHERE id = 1").fetchone():
+                # One statement, so one snapshot: PostgreSQL gives each statement of a READ
+                # COMMITTED transaction its own, and a process that committed its key and
+                # then a session between two separate reads would look like a lost key.
+                have_key, have_data = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM keyring WHERE id = 1), "
+                    "EXISTS (SELECT 1 FROM sessions) OR EXISTS (SELECT 1 FROM message_bodies)").fetchone()
+                if have_key:
                     return  # another process made it first; use theirs
-                if conn.execute("SELECT 1 FROM sessions LIMIT 1").fetchone() or conn.execute(
-                        "SELECT 1 FROM message_bodies LIMIT 1").fetchone():
+                if have_data:
                     # Every session is created under an existing key, so data without a
                     # key table means the table was lost or removed: a fresh key would
                     # seal new data beside ciphertext that nothing can open any more.
