@@ -284,6 +284,43 @@ def test_a_locked_session_holds_up_only_its_own_writers(ok: Run, run: Run, paths
     assert ok("doctor").exit_code == 0
 
 
+def test_a_deadlock_retries_the_whole_transaction(ok: Run, paths: Paths, pg_schema: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send to a and b locks a, then waits for b, which a raw connection holds; the raw
+    connection then asks for a: a deadlock. The server aborts the transaction that waited
+    first (the send's), which lets the raw connection have a, and the send starts its
+    transaction again and finishes once b is free: every turn stored once."""
+    monkeypatch.setenv("SESSCTL_DB", pg_schema)
+    ok("create", "a")
+    ok("create", "b")
+    holder = RawPg(pg_schema)
+    sender: subprocess.Popen[str] | None = None
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT pk FROM sessions WHERE id = 'b' FOR UPDATE")
+        sender = subprocess.Popen([*CMD, "-q", "send", "-s", "a", "-s", "b", "both"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        deadline = time.monotonic() + 60
+        while not _waiting_on_a_lock(pg_schema):
+            assert sender.poll() is None, sender.communicate()
+            assert time.monotonic() < deadline, "the send never waited for b"
+            time.sleep(0.02)
+        # Granted only once the send's transaction, which holds a, has been rolled back.
+        holder.execute("SELECT pk FROM sessions WHERE id = 'a' FOR UPDATE")
+        assert sender.poll() is None  # ...and the send is still going: it will try again
+        holder.execute("COMMIT")
+        out, err = sender.communicate(timeout=60)
+        assert (sender.returncode, err) == (0, ""), err
+        assert out == "==> a <==\nboth\n\n==> b <==\nboth\n"
+    finally:
+        holder.close()
+        if sender is not None and sender.poll() is None:
+            sender.kill()
+            sender.wait()
+    for sid in "ab":
+        assert [m["content"] for m in ok("show", sid, "--json").json()["messages"]] == ["both", "both"]
+
+
 # --- between engines ----------------------------------------------------------------------------
 
 
