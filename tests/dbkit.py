@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from pgtier import RawPg, schema_of, server_of, with_schema
+from pgtier import RawPg, backends, schema_of, server_of, with_schema
 
 _BYTEA = re.compile(rb"\\\\x((?:[0-9a-f]{2})*)")
 _RESTRICT = re.compile(rb"^\\(?:un)?restrict [A-Za-z0-9]+\n", re.M)
@@ -107,6 +107,20 @@ class StoredDb:
             with RawPg(server_of(self.url)) as c:
                 c.execute(f"DROP SCHEMA {schema} CASCADE")
                 c.execute(f"CREATE SCHEMA {schema}")
+
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until no connection of a killed client is left on the server. A client
+        killed mid-statement leaves its server process running that statement (and holding
+        its locks) until it next reads from the dead socket; SQLite's locks go with the
+        process."""
+        if self.url is None:
+            return
+        import time
+
+        deadline = time.monotonic() + timeout
+        while left := backends(self.url):
+            assert time.monotonic() < deadline, f"killed clients' server processes linger: {left}"
+            time.sleep(0.01)
 
     # --- what is stored ------------------------------------------------------------------
 

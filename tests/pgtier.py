@@ -157,16 +157,30 @@ _TEST_SETTINGS = "-csynchronous_commit=off"
 
 
 def with_schema(url: str, schema: str) -> str:
-    """The URL with the schema first in search_path (libpq's `options`)."""
+    """The URL with the schema first in search_path (libpq's `options`), and the schema
+    as application_name, so a test can tell its own connections in pg_stat_activity
+    from those of other test runs sharing the server."""
     sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote(f'-csearch_path={schema} {_TEST_SETTINGS}', safe='')}"
+    return f"{url}{sep}application_name={schema}&options={quote(f'-csearch_path={schema} {_TEST_SETTINGS}', safe='')}"
 
 
 def _split(url: str) -> tuple[str, str]:
     base, _, tail = url.rpartition("options=")
     settings = unquote(tail).split()
     assert base and settings and settings[0].startswith("-csearch_path="), url
-    return base[:-1], settings[0][len("-csearch_path="):]
+    schema = settings[0][len("-csearch_path="):]
+    base = base[:-1]
+    suffix = f"application_name={schema}"
+    assert base.endswith(suffix), url
+    return base[:-len(suffix) - 1], schema
+
+
+def backends(url: str) -> list[tuple[int, str, str | None]]:
+    """Other connections to a with_schema() URL's schema: (pid, state, wait event type)."""
+    with RawPg(server_of(url)) as c:
+        return [tuple(r) for r in c.execute(  # type: ignore[misc]
+            "SELECT pid, state, wait_event_type FROM pg_stat_activity WHERE application_name = ? "
+            "AND pid <> pg_backend_pid()", (schema_of(url),))]
 
 
 def schema_of(url: str) -> str:

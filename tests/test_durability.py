@@ -5,6 +5,11 @@ a full `doctor`
 (every value decrypts, the --meta index matches, sequences gap-free, no half-written
 turn, counters right), and each operation must have happened entirely or not at all.
 
+On PostgreSQL each round first waits for the killed client's server process to go
+(stored.settle): it finishes the statement it was running, holding its locks, before
+it notices the dead socket, and a round measured from the kill would otherwise start
+by waiting on the last one's locks.
+
 Kills are delivered by a fork server (tests/procs.py) so that the random point falls
 inside the operation itself, not inside interpreter start-up; a few kills of freshly
 started `sessctl` processes cover the real thing end to end. SESSCTL_KILL_ROUNDS sets
@@ -149,6 +154,7 @@ def test_kill_during_send(zygote: Zygote, paths: Paths, ok: Run, rng: random.Ran
         sids = rng.choice([["s"], ["bulk-1"], [f"new-{i}"], ["s", "bulk-2", f"multi-{i}"]])
         argv = ["-q", "send", *[a for sid in sids for a in ("-s", sid)], text]
         r = zygote.run(env, argv=argv, kill_after=rng.uniform(0, 1.5 * d))
+        stored.settle()
         assert r["killed"] or r["exit"] == 0, r
         state = "killed" if r["killed"] else "done"
         outcomes[state] += 1
@@ -184,6 +190,7 @@ def test_kill_during_bulk_archive(zygote: Zygote, paths: Paths, rng: random.Rand
     states = set()
     for i in range(ROUNDS):
         r = zygote.run(env, loop=[archive, unarchive], kill_after=rng.uniform(0, 2 * d))
+        stored.settle()
         assert r["killed"], r
         rows = stored.query("SELECT status, archived_at IS NOT NULL, count(*) FROM sessions GROUP BY 1, 2")
         # One UPDATE in one transaction: every session moved, or none did.
@@ -214,6 +221,7 @@ def test_kill_during_import(zygote: Zygote, paths: Paths, rng: random.Random, st
     outcomes = {"none": 0, "all": 0}
     for i in range(ROUNDS):
         r = zygote.run(env, argv=argv, kill_after=rng.uniform(0, 1.5 * d))
+        into.settle()
         assert r["killed"] or r["exit"] == 0, r
         if not into.exists():
             outcomes["none"] += 1
@@ -254,6 +262,7 @@ def test_kill_during_key_rotate(zygote: Zygote, paths: Paths, ok: Run, rng: rand
         new = paths.root / "keys" / f"k{i}"
         r = zygote.run(_env(paths, SESSCTL_KEY_FILE=str(current)),
                        argv=["-q", "key", "rotate", "--new-key-file", str(new)], kill_after=rng.uniform(0, 1.5 * d))
+        stored.settle()
         assert r["killed"] or r["exit"] == 0, r
         # A key file is whole or absent, never half-written, and always private.
         if new.exists():
@@ -285,6 +294,7 @@ def test_kill_during_reencrypt(zygote: Zygote, paths: Paths, ok: Run, rng: rando
         new = paths.root / "keys" / f"r{i}" if i % 2 else None
         argv = ["-q", "key", "rotate", "--reencrypt"] + (["--new-key-file", str(new)] if new else [])
         r = zygote.run(_env(paths, SESSCTL_KEY_FILE=str(current)), argv=argv, kill_after=rng.uniform(0.05, 1.1) * d)
+        stored.settle()
         assert r["killed"] or r["exit"] == 0, r
         check, fp = stored.query("SELECT dek_check, kek_fingerprint FROM keyring")[0]
         committed = check not in checks
@@ -317,6 +327,7 @@ def test_kill_fresh_sessctl_processes(paths: Paths, ok: Run, rng: random.Random,
         time.sleep(rng.uniform(0.05, 0.6))
         p.send_signal(signal.SIGKILL)
         p.wait()
+        stored.settle()
         assert p.returncode in (0, -signal.SIGKILL), p.stderr.read() if p.stderr else ""
         if p.stderr:
             p.stderr.close()

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from conftest import Paths, Result, Run
-from pgtier import RawPg, _free_port, with_schema
+from pgtier import RawPg, _free_port, backends, with_schema
 from test_import import jsonl, tricky_sessions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,9 +226,8 @@ def test_processes_migrating_a_fresh_schema_at_once(paths: Paths, new_schema: Ca
 
 
 def _waiting_on_a_lock(url: str) -> int:
-    with RawPg(url) as c:
-        return int(c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessctl' "
-                             "AND wait_event_type = 'Lock'").fetchone()[0])
+    """How many of this test's connections wait for a lock (not another run's)."""
+    return sum(wait == "Lock" for _, _, wait in backends(url))
 
 
 def test_a_locked_session_holds_up_only_its_own_writers(ok: Run, run: Run, paths: Paths, pg_schema: str,
