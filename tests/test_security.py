@@ -179,11 +179,10 @@ def test_someone_elses_sessions_table_is_7_and_left_alone(run: Run, paths: Paths
     assert stored.query("SELECT id, note FROM sessions") == [(1, "theirs")]
     assert stored.query("SELECT count(*) FROM sessions") == [(1,)]
     if only_sqlite(engine, "one file is one database: any other table makes it someone else's"):
-        other = paths.root / "photos.db"
-        stored.db_path, kept = other, stored.db_path
-        stored.execute("CREATE TABLE photos (id INTEGER)")
-        stored.db_path = kept
-        r = run("--db", str(other), "send", "-s", "a", "hi")
+        photos = stored.other("photos")
+        photos.db_path.parent.mkdir(parents=True, exist_ok=True)
+        photos.execute("CREATE TABLE photos (id INTEGER)")
+        r = run("--db", photos.location, "send", "-s", "a", "hi")
         assert r.exit_code == 7 and "not a sessctl" in r.stderr
 
 
