@@ -29,6 +29,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -125,6 +126,21 @@ def _shown(url: str) -> str:
         return "(the URL in it)"
 
 
+_SKIP = "PostgreSQL tier skipped"
+_SKIP_LINE = sys._getframe().f_lineno  # the line the folded skips point to: this one
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # Each PostgreSQL test skipped for want of a server would be its own line in the
+    # summary (pytest reports a fixture's skip at the test); give them all this file's
+    # location, so `-rs` folds them into one line with their count.
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and isinstance(report.longrepr, tuple) and _SKIP in str(report.longrepr[2]):
+        report.longrepr = (__file__, _SKIP_LINE, report.longrepr[2])
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """The URL of the test server (see the module docstring for how it is found)."""
@@ -142,7 +158,7 @@ def pg_server() -> Iterator[str]:
     started = throwaway.start()
     if started is None or _reachable(started) is not None:
         throwaway.stop()
-        pytest.skip(f"PostgreSQL tier skipped: no server at {_shown(DEFAULT)} ({why}) and no PostgreSQL "
+        pytest.skip(f"{_SKIP}: no server at {_shown(DEFAULT)} ({why}) and no PostgreSQL "
                     f"binaries to start one; set {ENV}=postgresql://USER@HOST:PORT/DB to run it")
     try:
         yield started

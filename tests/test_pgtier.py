@@ -20,12 +20,18 @@ from pgtier import ENV, _free_port, _pg_ctl
 TESTS = Path(__file__).resolve().parent
 
 PROBE = """
+import pytest
+
 def test_on_postgresql(pg_schema):
     import psycopg
     with psycopg.connect(pg_schema) as conn:
         assert conn.execute("SELECT current_schema()").fetchone()[0].startswith("t_")
 
 def test_without_a_server():
+    pass
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_on_postgresql_again(pg_server, n):
     pass
 """
 
@@ -57,13 +63,15 @@ def test_a_named_server_that_does_not_answer_fails_the_run(tmp_path: Path) -> No
 def test_no_server_and_no_binaries_skips_the_tier_on_one_line(tmp_path: Path) -> None:
     r = _pytest(tmp_path, **{f"{ENV}_DEFAULT": _dead(), f"{ENV}_BIN": "none"})
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "1 passed, 1 skipped" in r.stdout
+    assert "1 passed, 3 skipped" in r.stdout
+    # One line for the whole tier, however many tests it holds.
     skips = [ln for ln in r.stdout.splitlines() if ln.startswith("SKIPPED")]
-    assert len(skips) == 1 and "PostgreSQL tier skipped: no server at" in skips[0], r.stdout
+    assert len(skips) == 1 and skips[0].startswith("SKIPPED [3] "), r.stdout
+    assert "PostgreSQL tier skipped: no server at" in skips[0]
     assert f"set {ENV}=postgresql://" in skips[0] and "hunter2" not in r.stdout
 
 
 @pytest.mark.skipif(_pg_ctl() is None, reason="no PostgreSQL binaries on this machine to start a throwaway server")
 def test_no_server_but_binaries_starts_a_throwaway_one(tmp_path: Path) -> None:
     r = _pytest(tmp_path, **{f"{ENV}_DEFAULT": _dead()})
-    assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "4 passed" in r.stdout, r.stdout + r.stderr
