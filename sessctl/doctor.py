@@ -251,7 +251,6 @@ def _check_values(report: Report, store: Any, health: Any, cipher: crypto.Cipher
     index_bad: list[str] = []
     index_count = 0
     checked = 0
-    plaintext = 0  # options an older sessctl stored unsealed
 
     def try_open(blob: bytes, table: str, field_: str, sid: str, spk: int, row: int) -> str | None:
         nonlocal bad_count
@@ -264,12 +263,9 @@ def _check_values(report: Report, store: Any, health: Any, cipher: crypto.Cipher
             return None
 
     def sessions(rows: list[Any], tags: dict[int, set[bytes]]) -> None:
-        nonlocal checked, index_count, plaintext
-        for pk, sid, title, system, metadata, sealed, options in rows:
-            if sealed is None and options is not None:
-                plaintext += 1
-                checked += 1
-            for name, blob in (("title", title), ("system", system), ("options", sealed)):
+        nonlocal checked, index_count
+        for pk, sid, title, system, metadata in rows:
+            for name, blob in (("title", title), ("system", system)):
                 if blob is not None:
                     try_open(blob, "sessions", name, sid, pk, pk)
                     checked += 1
@@ -313,9 +309,6 @@ def _check_values(report: Report, store: Any, health: Any, cipher: crypto.Cipher
         scope = f"all {checked} values"
     if bad_count:
         report.add("decrypt", "fail", f"{bad_count} of {scope} do not decrypt", KEY, bad)
-    elif plaintext:
-        report.add("decrypt", "warn", f"{scope} decrypt or read; {plaintext} sessions' options are stored "
-                                      "unencrypted by an older sessctl (`sessctl key rotate --reencrypt` seals them)")
     else:
         report.add("decrypt", "ok", f"{scope} decrypt")
     if index_count:

@@ -19,13 +19,12 @@ SECRET_WORDS = {
     "system": "You are the walrus of compliance",
     "title": "Confidential merger codename Bluebird",
     "meta_value": "tangerine-hyperdrive-77",
-    "option_value": "quokka-fandango-42",
 }
 
 
 def _conversation(ok: Run) -> None:
     ok("create", "sec", "--user", "alice", "--system", SECRET_WORDS["system"], "--title", SECRET_WORDS["title"],
-       "--meta", f"project={SECRET_WORDS['meta_value']}", "-o", f"user={SECRET_WORDS['option_value']}")
+       "--meta", f"project={SECRET_WORDS['meta_value']}")
     ok("send", "-s", "sec", SECRET_WORDS["message"])
     ok("send", "-s", "sec", SECRET_WORDS["reply_and_followup"])
 
@@ -52,7 +51,6 @@ def test_no_plaintext_in_the_stored_bytes(ok: Run, stored: StoredDb, engine: str
     s = ok("show", "sec", "--json").json()
     assert s["system"] == SECRET_WORDS["system"] and s["title"] == SECRET_WORDS["title"]
     assert s["metadata"] == {"project": SECRET_WORDS["meta_value"]}
-    assert s["options"] == {"user": SECRET_WORDS["option_value"]}
     assert [m["content"] for m in s["messages"]][0] == SECRET_WORDS["message"]
 
 
@@ -203,30 +201,6 @@ def test_schema_is_recorded(ok: Run, stored: StoredDb, engine: str) -> None:
     ]
     if only_sqlite(engine, "journal mode"):
         assert stored.query("PRAGMA journal_mode") == [("wal",)]
-
-
-def test_a_store_from_before_sealed_options_migrates_and_reencrypt_seals_them(ok: Run, run: Run,
-                                                                            stored: StoredDb, engine: str) -> None:
-    ok("create", "old", "-o", "user=walrus-77", "--max-context-tokens", "900")
-    ok("create", "plain")
-    want = ok("show", "old", "--json").json()
-    # Back to schema step 2, as a sessctl from before step 3 left it: options in plaintext.
-    stored.execute("ALTER TABLE sessions DROP COLUMN sealed_options", "DELETE FROM schema_migrations WHERE version > 2",
-                   "UPDATE sessions SET options = '{\"max_context_tokens\": 900, \"options\": {\"user\": \"walrus-77\"}}' "
-                   "WHERE id = 'old'")
-    if only_sqlite(engine, "the version lives in user_version too"):
-        stored.execute("PRAGMA user_version = 2")
-    assert stored.version() == 2 and b"walrus-77" in stored.all_bytes()
-    assert ok("show", "old", "--json").json() == want  # migrated, and the old options read
-    assert stored.version() == stored.migrations.LATEST >= 3
-    r = run("doctor", "--json")
-    decrypt = [c for c in r.json()["checks"] if c["name"] == "decrypt"][0]
-    assert r.exit_code == 0 and decrypt["status"] == "warn", decrypt
-    assert "1 sessions' options are stored unencrypted" in decrypt["detail"] and "--reencrypt" in decrypt["detail"]
-    assert ok("key", "rotate", "--reencrypt", "--json").json()["reencrypted"] == 1
-    assert b"walrus-77" not in stored.all_bytes()
-    assert ok("show", "old", "--json").json() == want
-    assert {c["status"] for c in run("doctor", "--json").json()["checks"]} == {"ok"}
 
 
 def test_db_flag_and_env(ok: Run, run: Run, paths: Paths, stored: StoredDb, engine: str) -> None:

@@ -4,8 +4,6 @@ text to the database.
 Every text that reaches the database passes through `_put_text`, which sanitizes it
 and then seals it under the data key with associated data naming its table, field,
 session and row. There is no other path from text to storage, whichever the engine.
-A session's provider options (`-o`, context limits) are sealed the same way but not
-sanitized: they are parameters the provider must receive as given.
 
 The SQL here and in the helper modules beside it (bulk, keys, export, stats, health)
 is written once, in the dialect SQLite and PostgreSQL share; `engine.py` says what an
@@ -38,8 +36,7 @@ T = TypeVar("T")
 
 _SESSION_COLS = (
     'pk, id, "user", provider, model, status, created_at, updated_at, archived_at, expires_at, '
-    "title, system, metadata, options, sealed_options, message_count, tokens_in, tokens_out, redactions, "
-    "redaction_rules"
+    "title, system, metadata, options, message_count, tokens_in, tokens_out, redactions, redaction_rules"
 )
 _MESSAGE_COLS = (
     "m.seq, m.role, b.content, m.created_at, m.status, m.provider, m.model, m.tokens_in, "
@@ -281,15 +278,6 @@ class Store:
         assert cipher is not None
         return cipher.seal(clean, crypto.aad(table, field, session_id, session_pk, row)), counts
 
-    def _seal(self, text: str | None, table: str, field: str, session_id: str, session_pk: int,
-              row: int) -> bytes | None:
-        """Seal as given, not sanitized (provider options)."""
-        if text is None:
-            return None
-        cipher = self.cipher(create=True)
-        assert cipher is not None
-        return cipher.seal(text, crypto.aad(table, field, session_id, session_pk, row))
-
     def _open_text(
         self, blob: bytes | None, table: str, field: str, session_id: str, session_pk: int, row: int
     ) -> str | None:
@@ -309,12 +297,8 @@ class Store:
 
     def _session(self, row: Sequence[Any], *, decrypt: bool = True) -> Session:
         (pk, sid, user, provider, model, status, created, updated, archived, expires,
-         title, system, metadata, options, sealed, count, tin, tout, red, red_rules) = row
-        opts: dict[str, Any] = {}
-        if sealed is not None and decrypt:
-            opts = json.loads(self._open_text(sealed, "sessions", "options", sid, pk, pk) or "{}")
-        elif options:  # written in plaintext by a sessctl before schema step 3 (SQLite)
-            opts = json.loads(options)
+         title, system, metadata, options, count, tin, tout, red, red_rules) = row
+        opts = json.loads(options) if options else {}
         s = Session(
             pk=pk, id=sid, user=user, provider=provider, model=model, status=status,
             created_at=created, updated_at=updated, archived_at=archived, expires_at=expires,
@@ -350,13 +334,13 @@ class Store:
 
     def _insert_session(self, conn: Any, new: NewSession, now: int) -> int:
         cur = conn.execute(
-            'INSERT INTO sessions (id, "user", provider, model, status, created_at, updated_at, expires_at) '
-            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?) RETURNING pk",
-            (new.id, new.user, new.provider, new.model, now, now, new.expires_at),
+            'INSERT INTO sessions (id, "user", provider, model, status, created_at, updated_at, expires_at, options) '
+            "VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?) RETURNING pk",
+            (new.id, new.user, new.provider, new.model, now, now, new.expires_at, self._options_json(new)),
         )
         pk = int(cur.fetchone()[0])
         self._write_session_texts(conn, pk, new.id, new.title, new.system, new.metadata, set_title=True,
-                                  set_system=True, set_meta=True, options=self._options_json(new), new=True)
+                                  set_system=True, set_meta=True, new=True)
         return pk
 
     @staticmethod
@@ -373,15 +357,13 @@ class Store:
     def _write_session_texts(
         self, conn: Any, pk: int, sid: str, title: str | None, system: str | None,
         metadata: dict[str, str], *, set_title: bool, set_system: bool, set_meta: bool,
-        options: str | None = None, new: bool = False,
+        new: bool = False,
     ) -> dict[str, int]:
-        """Seal and store a session's texts (and, when given, its options JSON). `new`: the
-        row was just inserted, so it has no metadata index entries to clear."""
+        """Seal and store a session's texts. `new`: the row was just inserted, so it has
+        no metadata index entries to clear."""
         sets: list[str] = []
         params: list[Any] = []
         counts: list[dict[str, int]] = []
-        if options is not None:
-            sets.append("sealed_options = ?"), params.append(self._seal(options, "sessions", "options", sid, pk, pk))
         if set_title:
             blob, c = self._put_text(title, "sessions", "title", sid, pk, pk)
             sets.append("title = ?"), params.append(blob), counts.append(c)

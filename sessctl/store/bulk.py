@@ -186,15 +186,15 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
     rules = _merge_counts(*(m.redactions for m in messages))
     cur = conn.execute(
         'INSERT INTO sessions (id, "user", provider, model, status, created_at, updated_at, archived_at, expires_at, '
-        "message_count, tokens_in, tokens_out, redactions, redaction_rules) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
+        "options, message_count, tokens_in, tokens_out, redactions, redaction_rules) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
         (s.id, s.user, s.provider, s.model, s.status, s.created_at, s.updated_at, s.archived_at, s.expires_at,
-         len(messages), s.tokens_in, s.tokens_out, s.redactions,
+         Store._options_json(s), len(messages), s.tokens_in, s.tokens_out, s.redactions,
          json.dumps(rules, sort_keys=True) if rules else None),
     )
     pk = int(cur.fetchone()[0])
     store._write_session_texts(conn, pk, s.id, s.title, s.system, s.metadata, set_title=True, set_system=True,
-                               set_meta=True, options=Store._options_json(s), new=True)
+                               set_meta=True, new=True)
     fresh_total: dict[str, int] = {}
     rows, bodies = [], []
     for m in messages:

@@ -21,8 +21,7 @@ def counts(conn: Any) -> dict[str, int]:
         "messages": one("SELECT count(*) FROM messages"),
         "unanswered": one("SELECT count(*) FROM messages WHERE status = 'unanswered'"),
         "values": one(
-            "SELECT (SELECT count(title) + count(system) + count(metadata)"
-            " + count(*) FILTER (WHERE sealed_options IS NOT NULL OR options IS NOT NULL) FROM sessions)"
+            "SELECT (SELECT count(title) + count(system) + count(metadata) FROM sessions)"
             " + (SELECT count(*) FROM message_bodies)"
         ),
     }
@@ -128,8 +127,7 @@ def orphans(conn: Any, *, quick: bool = False) -> dict[str, int]:
 
 # --- encrypted values -------------------------------------------------------------------
 
-# pk, id, title, system, metadata, sealed options, plaintext options (written before schema step 3)
-SessionRow = tuple[int, str, bytes | None, bytes | None, bytes | None, bytes | None, str | None]
+SessionRow = tuple[int, str, bytes | None, bytes | None, bytes | None]  # pk, id, title, system, metadata
 BodyRow = tuple[int, bytes, int, str, int]  # body id, content, seq, session id, session pk
 
 
@@ -139,9 +137,7 @@ def session_batches(conn: Any, size: int = 1000) -> Iterator[tuple[list[SessionR
     last = 0
     while True:
         rows = conn.execute(
-            "SELECT pk, id, title, system, metadata, sealed_options, options FROM sessions WHERE pk > ? "
-            "ORDER BY pk LIMIT ?",
-            (last, size)
+            "SELECT pk, id, title, system, metadata FROM sessions WHERE pk > ? ORDER BY pk LIMIT ?", (last, size)
         ).fetchall()
         if not rows:
             return
@@ -200,8 +196,7 @@ def sessions_by_pk(conn: Any, pks: list[int]) -> tuple[list[SessionRow], dict[in
         chunk = pks[i:i + 500]
         marks = ",".join("?" * len(chunk))
         rows += conn.execute(
-            f"SELECT pk, id, title, system, metadata, sealed_options, options FROM sessions WHERE pk IN ({marks}) "
-            "ORDER BY pk", chunk
+            f"SELECT pk, id, title, system, metadata FROM sessions WHERE pk IN ({marks}) ORDER BY pk", chunk
         ).fetchall()
         for pk, tag in conn.execute(f"SELECT session_pk, tag FROM session_meta_index WHERE session_pk IN ({marks})",
                                     chunk):

@@ -103,11 +103,9 @@ def rewrap(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int) -> Non
 
 
 def count_values(store: Any) -> int:
-    """Encrypted values: each title, system prompt, metadata document, options document
-    and message body."""
+    """Encrypted values: each title, system prompt, metadata document and message body."""
     sessions = store.conn.execute(
-        "SELECT count(title) + count(system) + count(metadata) "
-        "+ count(*) FILTER (WHERE sealed_options IS NOT NULL OR options IS NOT NULL) FROM sessions"
+        "SELECT count(title) + count(system) + count(metadata) FROM sessions"
     ).fetchone()[0]
     bodies = store.conn.execute("SELECT count(*) FROM message_bodies").fetchone()[0]
     return int(sessions) + int(bodies)
@@ -145,32 +143,26 @@ def reencrypt(store: Any, unlocked: Unlocked, new_kek: crypto.Kek, now: int,
         last = 0
         while True:
             rows = conn.execute(
-                "SELECT pk, id, title, system, metadata, sealed_options, options FROM sessions WHERE pk > ? "
-                "AND (title IS NOT NULL OR system IS NOT NULL OR metadata IS NOT NULL OR sealed_options IS NOT NULL "
-                "OR options IS NOT NULL) ORDER BY pk LIMIT ?",
+                "SELECT pk, id, title, system, metadata FROM sessions WHERE pk > ? "
+                "AND (title IS NOT NULL OR system IS NOT NULL OR metadata IS NOT NULL) ORDER BY pk LIMIT ?",
                 (last, _BATCH),
             ).fetchall()
             if not rows:
                 break
             updates, tags = [], []
-            for pk, sid, title, system, metadata, sealed, options in rows:
+            for pk, sid, title, system, metadata in rows:
                 t = reseal(title, "sessions", "title", sid, pk, pk)[0] if title is not None else None
                 s = reseal(system, "sessions", "system", sid, pk, pk)[0] if system is not None else None
-                m = o = None
+                m = None
                 if metadata is not None:
                     m, plain = reseal(metadata, "sessions", "metadata", sid, pk, pk)
                     tags += [(new.index_tag(k, v), pk) for k, v in json.loads(plain).items()]
-                if sealed is not None:
-                    o = reseal(sealed, "sessions", "options", sid, pk, pk)[0]
-                elif options is not None:  # plaintext from before schema step 3: sealed now
-                    o = new.seal(options, crypto.aad("sessions", "options", sid, pk, pk))
-                updates.append((t, s, m, o, pk))
-            conn.executemany("UPDATE sessions SET title = ?, system = ?, metadata = ?, sealed_options = ?, "
-                             "options = NULL WHERE pk = ?", updates)
+                updates.append((t, s, m, pk))
+            conn.executemany("UPDATE sessions SET title = ?, system = ?, metadata = ? WHERE pk = ?", updates)
             conn.executemany(
                 "INSERT INTO session_meta_index (tag, session_pk) VALUES (?, ?) ON CONFLICT DO NOTHING", tags)
             last = rows[-1][0]
-            done += sum(sum(v is not None for v in r[2:5]) + (r[5] is not None or r[6] is not None) for r in rows)
+            done += sum((r[2] is not None) + (r[3] is not None) + (r[4] is not None) for r in rows)
             if progress:
                 progress(done, total)
         last = 0

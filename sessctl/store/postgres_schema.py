@@ -24,8 +24,7 @@ from sessctl.errors import StorageError
 
 
 def _m001_initial(conn: Any) -> None:
-    # bytea: the encrypted columns (sessions.title/system/metadata, message_bodies.content;
-    # sessions.sealed_options from step 3).
+    # bytea: the encrypted columns (sessions.title/system/metadata, message_bodies.content).
     # bigint everywhere a count or a Unix time can grow. Identity columns are never
     # reused, as SQLite's AUTOINCREMENT: ciphertext bound to a deleted session's pk can
     # never open in a later session of the same id.
@@ -107,16 +106,9 @@ def _m002_scale_indexes(conn: Any) -> None:
     conn.execute("CREATE INDEX messages_created ON messages (created_at)")
 
 
-def _m003_sealed_options(conn: Any) -> None:
-    # As SQLite's step 3. (`options` stays for the same column set on both engines; no
-    # PostgreSQL store was ever written with plaintext options, so it is always NULL.)
-    conn.execute("ALTER TABLE sessions ADD COLUMN sealed_options bytea")
-
-
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("initial", _m001_initial),
     ("scale indexes", _m002_scale_indexes),
-    ("sealed options", _m003_sealed_options),
 ]
 LATEST = len(MIGRATIONS)
 # The tables sessctl makes (schema_migrations aside); a schema holding any of them that

@@ -105,17 +105,9 @@ def _m002_scale_indexes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX messages_created ON messages (created_at)")
 
 
-def _m003_sealed_options(conn: sqlite3.Connection) -> None:
-    # A session's provider options (`-o`, context limits) are sealed like its other
-    # texts. `options` (STRICT TEXT, cannot hold a BLOB) keeps what older versions wrote
-    # in plaintext until `key rotate --reencrypt` seals it; new writes leave it NULL.
-    conn.execute("ALTER TABLE sessions ADD COLUMN sealed_options BLOB")
-
-
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("initial", _m001_initial),
     ("scale indexes", _m002_scale_indexes),
-    ("sealed options", _m003_sealed_options),
 ]
 LATEST = len(MIGRATIONS)
 
