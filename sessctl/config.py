@@ -251,7 +251,8 @@ def _parse_pg_url(url: str, what: str) -> Database:
         if key.lower() in ("password", "sslpassword"):
             if val:
                 secrets.append(val)
-            val = "***"
+            shown_query.append(f"{key}=***")  # as in the userinfo: not percent-encoded
+            continue
         shown_query.append(f"{key}={quote(val, safe='/:,-._~=')}")
     display = urlunsplit((parts.scheme, netloc, parts.path, "&".join(shown_query), ""))
     return Database("postgresql", display, url=url, secrets=tuple(s for s in secrets if s))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,10 @@ from click.testing import CliRunner
 
 from sessctl.cli import cli
 
-# The fake-LLM fixtures (fake_llm) for any test that needs a provider on 127.0.0.1, and
-# the PostgreSQL tier (pg_server, pg_schema).
-pytest_plugins = ("sendkit", "pgtier")
+# The fake-LLM fixtures (fake_llm) for any test that needs a provider on 127.0.0.1, the
+# PostgreSQL tier (pg_server, pg_schema), and the raw view of the test's database on
+# either engine (stored).
+pytest_plugins = ("sendkit", "pgtier", "dbkit")
 
 ENGINES = ("sqlite", "postgresql")
 
@@ -26,14 +26,22 @@ ENGINES = ("sqlite", "postgresql")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "engines: run this module's tests once per storage engine (SQLite and PostgreSQL)")
+    config.addinivalue_line(
+        "markers", "sqlite_only(why): in an engines module, a test of something only an SQLite file has")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Storage behaviour is tested once, over both engines: a module (or test) marked
     # `engines` gets the autouse `engine` fixture parametrized; everything else runs on
-    # SQLite only.
+    # SQLite only. A test of what exists only in an SQLite file (its bytes on disk, its
+    # modes, its WAL) says so with `sqlite_only("why")` and gets no PostgreSQL run at
+    # all, rather than a skipped one; a test with an SQLite-only part keeps the rest
+    # on both engines (`if only_sqlite(engine, "why"): ...`).
     if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("engines"):
-        metafunc.parametrize("engine", ENGINES, indirect=True)
+        only = metafunc.definition.get_closest_marker("sqlite_only")
+        if only is not None:
+            assert only.args and only.args[0], f"{metafunc.definition.nodeid}: sqlite_only needs a reason"
+        metafunc.parametrize("engine", ENGINES[:1] if only else ENGINES, indirect=True)
 
 _SCRUB = (
     "SESSCTL_DB", "SESSCTL_CONFIG", "SESSCTL_KEY_FILE", "SESSCTL_PASSPHRASE", "SESSCTL_NOW",
@@ -88,10 +96,13 @@ def engine(request: pytest.FixtureRequest, paths: Paths, monkeypatch: pytest.Mon
     return name
 
 
-def only_sqlite(engine: str, why: str) -> None:
-    """Inside an engines test: skip the PostgreSQL run of something only a file has."""
-    if engine != "sqlite":
-        pytest.skip(f"SQLite only: {why}")
+def only_sqlite(engine: str, why: str) -> bool:
+    """Inside an engines test, the guard of a part that only an SQLite file has (file
+    modes, WAL contents, bytes on disk): `if only_sqlite(engine, "why"): ...`. The rest
+    of the test runs on both engines; `why` says, where the test reads, why this part
+    does not."""
+    assert why
+    return engine == "sqlite"
 
 
 @dataclass
@@ -136,18 +147,10 @@ def ok(run: Run) -> Run:
 
 
 @pytest.fixture
-def db_conn(paths: Paths, engine: str) -> Callable[[], Any]:
+def db_conn(stored: Any) -> Callable[[], Any]:
     """Open the test database directly (for tampering and raw inspection), on either
     engine: SQL in the store's dialect (`?` placeholders) works on both."""
-
-    def connect() -> Any:
-        if engine == "postgresql":
-            from pgtier import RawPg
-
-            return RawPg(os.environ["SESSCTL_DB"])
-        return sqlite3.connect(paths.db, isolation_level=None)
-
-    return connect
+    return stored.conn  # type: ignore[no-any-return]
 
 
 def mode(path: Path) -> int:

@@ -6,13 +6,19 @@ For the PostgreSQL run, each test gets a schema of its own in the server's `test
 database and points sessctl at it with `SESSCTL_DB=postgresql://...?options=-csearch_path%3D<schema>`.
 
 Finding the server:
-- `SESSCTL_TEST_POSTGRES` set (CI sets it): that server must answer, or the run
-  fails: a missing server must never turn into silently skipped tests.
+- `SESSCTL_TEST_POSTGRES` set (.ci/run sets it): that server must answer, or the run
+  stops with one line saying so and fails: a missing server must never turn into
+  silently skipped tests.
 - unset: the local server at postgresql://postgres@127.0.0.1:5432/test; if it does not
   answer, a throwaway server is started from the system's PostgreSQL binaries
-  (initdb/pg_ctl, Debian's /usr/lib/postgresql/*/bin) in a temporary directory; if
-  there are none, the PostgreSQL tier is skipped with one line saying so, so the
-  README's test command still passes on a machine with only Python.
+  (initdb/pg_ctl on PATH or Debian's /usr/lib/postgresql/*/bin) in a temporary
+  directory; if there are none, the PostgreSQL tier is skipped with one line saying
+  so, so the README's test command still passes on a machine with only Python.
+
+Two more variables exist to test this file itself (tests/test_pgtier.py):
+`SESSCTL_TEST_POSTGRES_DEFAULT` replaces the local server's URL, and
+`SESSCTL_TEST_POSTGRES_BIN` names the directory of the binaries ("none": do not
+start a throwaway server).
 """
 
 from __future__ import annotations
@@ -23,17 +29,18 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 
 ENV = "SESSCTL_TEST_POSTGRES"
-DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT = os.environ.get(f"{ENV}_DEFAULT") or "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _reachable(url: str) -> str | None:
@@ -64,9 +71,7 @@ class _Throwaway:
         self.bin: Path | None = None
 
     def start(self) -> str | None:
-        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
-        found = shutil.which("pg_ctl")
-        pg_ctl = Path(candidates[0]) if candidates else Path(found) if found else None
+        pg_ctl = _pg_ctl()
         if pg_ctl is None or os.geteuid() == 0 and not shutil.which("runuser"):
             return None
         self.bin = pg_ctl.parent
@@ -98,6 +103,44 @@ class _Throwaway:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _pg_ctl() -> Path | None:
+    """The pg_ctl to start a throwaway server with (its directory has initdb too)."""
+    chosen = os.environ.get(f"{ENV}_BIN")
+    if chosen is not None:
+        path = Path(chosen) / "pg_ctl"
+        return path if chosen.lower() != "none" and path.exists() else None
+    found = shutil.which("pg_ctl")
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+    # Resolved: a pg_ctl on PATH may be a lone symlink (/usr/local/bin) into the
+    # directory that holds initdb and createdb too.
+    return Path(found).resolve() if found else Path(candidates[0]) if candidates else None
+
+
+def _shown(url: str) -> str:
+    """The URL as it may be printed: its password masked."""
+    from sessctl.config import parse_database
+
+    try:
+        return parse_database(url, ENV).display
+    except Exception:  # noqa: BLE001 - a malformed URL is reported by the connection attempt
+        return "(the URL in it)"
+
+
+_SKIP = "PostgreSQL tier skipped"
+_SKIP_LINE = sys._getframe().f_lineno  # the line the folded skips point to: this one
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # Each PostgreSQL test skipped for want of a server would be its own line in the
+    # summary (pytest reports a fixture's skip at the test); give them all this file's
+    # location, so `-rs` folds them into one line with their count.
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and isinstance(report.longrepr, tuple) and _SKIP in str(report.longrepr[2]):
+        report.longrepr = (__file__, _SKIP_LINE, report.longrepr[2])
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """The URL of the test server (see the module docstring for how it is found)."""
@@ -108,38 +151,86 @@ def pg_server() -> Iterator[str]:
         yield url
         return
     if explicit:
-        pytest.fail(f"{ENV}={explicit} does not answer: {why}", pytrace=False)
+        # Stop the whole run at once, on one line, rather than fail hundreds of tests.
+        pytest.exit(f"{ENV}={_shown(explicit)} does not answer ({why}): start that server, or unset "
+                    f"{ENV} to use {_shown(DEFAULT)} or a throwaway server", returncode=1)
     throwaway = _Throwaway()
     started = throwaway.start()
     if started is None or _reachable(started) is not None:
         throwaway.stop()
-        pytest.skip(f"PostgreSQL tier skipped: no server at {DEFAULT} ({why}) and no PostgreSQL binaries "
-                    f"to start one; set {ENV} to run it")
+        pytest.skip(f"{_SKIP}: no server at {_shown(DEFAULT)} ({why}) and no PostgreSQL "
+                    f"binaries to start one; set {ENV}=postgresql://USER@HOST:PORT/DB to run it")
     try:
         yield started
     finally:
         throwaway.stop()
 
 
+# Commits in the test tier do not wait for the server's WAL flush: visibility,
+# locking and atomicity are unchanged (the tests kill clients, never the server), and
+# each test's many small transactions stop paying a disk flush apiece.
+_TEST_SETTINGS = "-csynchronous_commit=off"
+
+
 def with_schema(url: str, schema: str) -> str:
-    """The URL with the schema first in search_path (libpq's `options`)."""
+    """The URL with the schema first in search_path (libpq's `options`), and the schema
+    as application_name, so a test can tell its own connections in pg_stat_activity
+    from those of other test runs sharing the server."""
     sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote(f'-csearch_path={schema}', safe='')}"
+    return f"{url}{sep}application_name={schema}&options={quote(f'-csearch_path={schema} {_TEST_SETTINGS}', safe='')}"
+
+
+def _split(url: str) -> tuple[str, str]:
+    base, _, tail = url.rpartition("options=")
+    settings = unquote(tail).split()
+    assert base and settings and settings[0].startswith("-csearch_path="), url
+    schema = settings[0][len("-csearch_path="):]
+    base = base[:-1]
+    suffix = f"application_name={schema}"
+    assert base.endswith(suffix), url
+    return base[:-len(suffix) - 1], schema
+
+
+def backends(url: str) -> list[tuple[int, str, str | None]]:
+    """Other connections to a with_schema() URL's schema: (pid, state, wait event type)."""
+    with RawPg(server_of(url)) as c:
+        return [tuple(r) for r in c.execute(  # type: ignore[misc]
+            "SELECT pid, state, wait_event_type FROM pg_stat_activity WHERE application_name = ? "
+            "AND pid <> pg_backend_pid()", (schema_of(url),))]
+
+
+def schema_of(url: str) -> str:
+    """The schema a with_schema() URL points at."""
+    return _split(url)[1]
+
+
+def server_of(url: str) -> str:
+    """A with_schema() URL without its schema: the server's test database."""
+    return _split(url)[0]
+
+
+@pytest.fixture(scope="session")
+def pg_admin(pg_server: str) -> Iterator[Any]:
+    """One connection for the run that makes and drops the tests' schemas."""
+    import psycopg
+
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        # A test that leaks a transaction holding locks in its schema fails its
+        # teardown instead of hanging the run.
+        conn.execute("SET lock_timeout = '30s'")
+        conn.execute("SET synchronous_commit = off")
+        yield conn
 
 
 @pytest.fixture
-def pg_schema(pg_server: str) -> Iterator[str]:
+def pg_schema(pg_server: str, pg_admin: Any) -> Iterator[str]:
     """A fresh schema for one test; its URL. Dropped afterwards."""
-    import psycopg
-
     name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {name}")
+    pg_admin.execute(f"CREATE SCHEMA {name}")
     try:
         yield with_schema(pg_server, name)
     finally:
-        with psycopg.connect(pg_server, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        pg_admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 class RawPg:
@@ -160,6 +251,11 @@ class RawPg:
         from sessctl.store.postgres import _pg_sql
 
         self._conn.cursor().executemany(_pg_sql(sql), list(rows))
+
+    @property
+    def raw(self) -> Any:
+        """The psycopg connection itself (COPY, transactions)."""
+        return self._conn
 
     def commit(self) -> None:
         pass

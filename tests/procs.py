@@ -67,6 +67,12 @@ def _preimport() -> None:
     from cryptography.exceptions import InvalidTag  # noqa: F401
     from cryptography.hazmat.primitives.kdf.argon2 import Argon2id  # noqa: F401
 
+    try:  # the PostgreSQL engine and its driver, when installed (no connection is opened)
+        import sessctl.store.postgres  # noqa: F401
+        import psycopg  # noqa: F401
+    except ImportError:
+        pass
+
 
 def _child(req: dict[str, Any], err_path: str) -> None:
     """In the forked child: run the CLI with stdout discarded, stderr to err_path."""

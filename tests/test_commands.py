@@ -9,6 +9,7 @@ import io
 import pytest
 
 from conftest import Paths, Run, mode
+from dbkit import StoredDb
 
 pytestmark = pytest.mark.engines
 
@@ -273,13 +274,13 @@ def test_list_bad_filters_are_usage_errors(run: Run) -> None:
         assert r.stderr.startswith("sessctl: error:") and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_read_commands_on_missing_database_create_nothing(run: Run, paths: Paths) -> None:
+def test_read_commands_on_missing_database_create_nothing(run: Run, paths: Paths, stored: StoredDb) -> None:
     assert run("list").stdout == ""
     assert run("list", "--json").json() == []
     assert run("export", "--all").json() == []
     assert run("stats", "--json").json()["sessions"]["total"] == 0
     assert run("show", "nope").exit_code == 3
-    assert not paths.db.exists() and not paths.key.exists()
+    assert not stored.exists() and not paths.key.exists()
 
 
 # --- show --------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from conftest import Paths, Run
+from dbkit import StoredDb
 from fakeserver import FakeLLMServer
 
 pytestmark = pytest.mark.engines
@@ -70,7 +70,7 @@ def server() -> Any:
 
 
 def test_cleanup_beside_a_stream_of_sends(ok: Run, paths: Paths, monkeypatch: pytest.MonkeyPatch,
-                                          server: FakeLLMServer) -> None:
+                                          server: FakeLLMServer, stored: StoredDb) -> None:
     paths.write_config(
         'default_provider = "slow"\n[retention]\narchive_after = "30d"\ndelete_after = "90d"\n'
         f'[providers.slow]\nkind = "openai"\nbase_url = "{server.openai_base_url}"\nmodel = "m"\n'
@@ -145,10 +145,8 @@ def test_cleanup_beside_a_stream_of_sends(ok: Run, paths: Paths, monkeypatch: py
     assert ok("list", "--status", "archived", "--format", "ids").stdout == ""
 
     assert server.errors == []
-    conn = sqlite3.connect(paths.db)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert conn.execute("SELECT count(*) FROM messages WHERE session_pk NOT IN (SELECT pk FROM sessions)").fetchone()[0] == 0
-    conn.close()
+    assert stored.query("SELECT count(*) FROM messages WHERE session_pk NOT IN (SELECT pk FROM sessions)") == [(0,)]
+    stored.assert_sound(context="after cleanup beside sends")
 
 
 def test_a_session_deleted_between_planning_and_marking_is_planned_again(ok: Run) -> None:

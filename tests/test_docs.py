@@ -26,8 +26,12 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
-    ci_lines = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln and not ln.startswith(("#", "set ", "cd "))]
-    assert ci_lines == [_readme_commands()[1]]
+    lines = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln and not ln.startswith(("#", "set ", "cd "))]
+    exports = [ln for ln in lines if ln.startswith("export ")]
+    assert [ln for ln in lines if not ln.startswith("export ")] == [_readme_commands()[1]]
+    assert lines[:len(exports)] == exports  # the environment is set before the command runs
+    # CI names its PostgreSQL server, so a missing one fails the run (tests/pgtier.py).
+    assert any(ln.startswith("export SESSCTL_TEST_POSTGRES=postgresql://") for ln in exports)
 
 
 def _all_commands() -> list[tuple[str, click.Command]]:

@@ -1,8 +1,14 @@
 """SIGKILL at random points of send, bulk archive, import, key rotate and key rotate --reencrypt.
 
-After every kill the database must pass `PRAGMA integrity_check` and a full `doctor`
+After every kill the database must pass SQLite's `PRAGMA integrity_check` (on SQLite) and
+a full `doctor`
 (every value decrypts, the --meta index matches, sequences gap-free, no half-written
 turn, counters right), and each operation must have happened entirely or not at all.
+
+On PostgreSQL each round first waits for the killed client's server process to go
+(stored.settle): it finishes the statement it was running, holding its locks, before
+it notices the dead socket, and a round measured from the kill would otherwise start
+by waiting on the last one's locks.
 
 Kills are delivered by a fork server (tests/procs.py) so that the random point falls
 inside the operation itself, not inside interpreter start-up; a few kills of freshly
@@ -17,7 +23,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -29,6 +34,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import Paths, Run
+from dbkit import StoredDb
 
 pytestmark = pytest.mark.engines
 
@@ -73,6 +79,8 @@ def rng() -> random.Random:
 def _env(paths: Paths, **extra: str) -> dict[str, str]:
     env = {"HOME": str(paths.root / "home"), "XDG_DATA_HOME": str(paths.data),
            "XDG_CONFIG_HOME": str(paths.config_dir), "NO_COLOR": "1", "PATH": os.environ.get("PATH", "")}
+    if "SESSCTL_DB" in os.environ:  # the engine fixture's PostgreSQL schema
+        env["SESSCTL_DB"] = os.environ["SESSCTL_DB"]
     env.update(extra)
     return env
 
@@ -83,16 +91,6 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     return r.exit_code, r.stdout, r.stderr
 
 
-def verify(paths: Paths, env: dict[str, str] | None = None, context: str = "") -> None:
-    """The database is sound after a kill: SQLite's own check, then a full doctor."""
-    c = sqlite3.connect((env or {}).get("SESSCTL_DB", paths.db))
-    try:
-        assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)], context
-    finally:
-        c.close()
-    code, out, err = _cli("doctor", "--json", env=env)
-    bad = [ch for ch in json.loads(out)["checks"] if ch["status"] not in ("ok",)]
-    assert code == 0 and not bad, f"{context}: doctor exit {code}: {bad} {err}"
 
 
 def _bulk(n_sessions: int, turns: int, *, ago_days: int = 10, body: int = 200) -> None:
@@ -144,7 +142,7 @@ def _duration(z: Zygote, env: dict[str, str], argv: list[str], n: int = 3) -> fl
 # --- send ----------------------------------------------------------------------------
 
 
-def test_kill_during_send(zygote: Zygote, paths: Paths, ok: Run, rng: random.Random) -> None:
+def test_kill_during_send(zygote: Zygote, paths: Paths, ok: Run, rng: random.Random, stored: StoredDb) -> None:
     env = _env(paths)
     ok("create", "s", "--system", "Be brief", "--meta", "plan=pro")
     _bulk(3, 40)  # some history, so a send has real reading and writing to do
@@ -156,12 +154,13 @@ def test_kill_during_send(zygote: Zygote, paths: Paths, ok: Run, rng: random.Ran
         sids = rng.choice([["s"], ["bulk-1"], [f"new-{i}"], ["s", "bulk-2", f"multi-{i}"]])
         argv = ["-q", "send", *[a for sid in sids for a in ("-s", sid)], text]
         r = zygote.run(env, argv=argv, kill_after=rng.uniform(0, 1.5 * d))
+        stored.settle()
         assert r["killed"] or r["exit"] == 0, r
         state = "killed" if r["killed"] else "done"
         outcomes[state] += 1
         for sid in sids:
             sent[f"{sid}\0{text}"] = state
-        verify(paths, context=f"round {i} ({state} after {r['elapsed']:.4f}s)")
+        stored.assert_sound(context=f"round {i} ({state} after {r['elapsed']:.4f}s)")
     # Every completed turn is there exactly once; a killed one entirely or not at all.
     seen: dict[str, int] = {}
     for s in _export():
@@ -182,7 +181,7 @@ def test_kill_during_send(zygote: Zygote, paths: Paths, ok: Run, rng: random.Ran
 # --- bulk archive ----------------------------------------------------------------------
 
 
-def test_kill_during_bulk_archive(zygote: Zygote, paths: Paths, rng: random.Random) -> None:
+def test_kill_during_bulk_archive(zygote: Zygote, paths: Paths, rng: random.Random, stored: StoredDb) -> None:
     env = _env(paths)
     _bulk(1500, 1)
     archive = ["-q", "archive", "--older-than", "1d"]
@@ -191,44 +190,43 @@ def test_kill_during_bulk_archive(zygote: Zygote, paths: Paths, rng: random.Rand
     states = set()
     for i in range(ROUNDS):
         r = zygote.run(env, loop=[archive, unarchive], kill_after=rng.uniform(0, 2 * d))
+        stored.settle()
         assert r["killed"], r
-        c = sqlite3.connect(paths.db)
-        rows = c.execute("SELECT status, archived_at IS NOT NULL, count(*) FROM sessions GROUP BY 1, 2").fetchall()
-        c.close()
+        rows = stored.query("SELECT status, archived_at IS NOT NULL, count(*) FROM sessions GROUP BY 1, 2")
         # One UPDATE in one transaction: every session moved, or none did.
         assert len(rows) == 1 and rows[0][2] == 1500, f"round {i}: {rows}"
         status, has_archived_at, _ = rows[0]
         assert has_archived_at == (status == "archived")
         states.add(status)
-        verify(paths, context=f"round {i}")
+        stored.assert_sound(context=f"round {i}")
     assert states == {"active", "archived"} or ROUNDS < 5
 
 
 # --- import ----------------------------------------------------------------------------------
 
 
-def test_kill_during_import(zygote: Zygote, paths: Paths, rng: random.Random) -> None:
+def test_kill_during_import(zygote: Zygote, paths: Paths, rng: random.Random, stored: StoredDb) -> None:
     _bulk(150, 5)
     source = paths.root / "export.jsonl"
     code, out, err = _cli("export", "--all", "--format", "jsonl")
     assert code == 0, err
     source.write_text(out)
     want = out
-    target = {"SESSCTL_DB": str(paths.root / "target" / "sessions.db")}
+    into = stored.other("target")
+    target = into.env()
     env = _env(paths, **target)
     argv = ["-q", "import", str(source), "--on-conflict", "replace"]
     d = _duration(zygote, env, argv, 1)
-    (paths.root / "target" / "sessions.db").unlink()  # start empty: the first rounds show none-or-all
-    for suffix in ("-wal", "-shm"):
-        (paths.root / "target" / f"sessions.db{suffix}").unlink(missing_ok=True)
+    into.wipe()  # start empty: the first rounds show none-or-all
     outcomes = {"none": 0, "all": 0}
     for i in range(ROUNDS):
         r = zygote.run(env, argv=argv, kill_after=rng.uniform(0, 1.5 * d))
+        into.settle()
         assert r["killed"] or r["exit"] == 0, r
-        if not Path(target["SESSCTL_DB"]).exists():
+        if not into.exists():
             outcomes["none"] += 1
             continue
-        verify(paths, target, f"round {i}")
+        into.assert_sound(context=f"round {i}")
         code, out, err = _cli("export", "--all", "--format", "jsonl", env=target)
         assert code == 0, err
         # One transaction: nothing, or every session exactly as exported.
@@ -243,11 +241,8 @@ def test_kill_during_import(zygote: Zygote, paths: Paths, rng: random.Random) ->
 # --- key rotation ------------------------------------------------------------------------
 
 
-def _fingerprint(paths: Paths) -> str:
-    c = sqlite3.connect(paths.db)
-    fp = c.execute("SELECT kek_fingerprint FROM keyring").fetchone()[0]
-    c.close()
-    return str(fp)
+def _fingerprint(stored: StoredDb) -> str:
+    return str(stored.query("SELECT kek_fingerprint FROM keyring")[0][0])
 
 
 def _key_fingerprint(path: Path) -> str:
@@ -256,7 +251,7 @@ def _key_fingerprint(path: Path) -> str:
     return crypto.kek_from_file(path, create=False).fingerprint
 
 
-def test_kill_during_key_rotate(zygote: Zygote, paths: Paths, ok: Run, rng: random.Random) -> None:
+def test_kill_during_key_rotate(zygote: Zygote, paths: Paths, ok: Run, rng: random.Random, stored: StoredDb) -> None:
     ok("create", "m", "--meta", "plan=pro", "--title", "kept")
     _bulk(20, 5)
     want = _content(_export())
@@ -267,12 +262,13 @@ def test_kill_during_key_rotate(zygote: Zygote, paths: Paths, ok: Run, rng: rand
         new = paths.root / "keys" / f"k{i}"
         r = zygote.run(_env(paths, SESSCTL_KEY_FILE=str(current)),
                        argv=["-q", "key", "rotate", "--new-key-file", str(new)], kill_after=rng.uniform(0, 1.5 * d))
+        stored.settle()
         assert r["killed"] or r["exit"] == 0, r
         # A key file is whole or absent, never half-written, and always private.
         if new.exists():
             assert (new.stat().st_mode & 0o777) == 0o600
             _key_fingerprint(new)
-        fp = _fingerprint(paths)
+        fp = _fingerprint(stored)
         if new.exists() and fp == _key_fingerprint(new):
             current, outcome = new, "new"
         else:
@@ -280,19 +276,17 @@ def test_kill_during_key_rotate(zygote: Zygote, paths: Paths, ok: Run, rng: rand
             outcome = "old"
         assert not r["exit"] == 0 or outcome == "new"
         outcomes[outcome] += 1
-        verify(paths, {"SESSCTL_KEY_FILE": str(current)}, f"round {i} ({outcome})")
+        stored.assert_sound({"SESSCTL_KEY_FILE": str(current)}, f"round {i} ({outcome})")
     assert _content(_export({"SESSCTL_KEY_FILE": str(current)})) == want
     assert outcomes["new"] > 0
 
 
-def test_kill_during_reencrypt(zygote: Zygote, paths: Paths, ok: Run, rng: random.Random) -> None:
+def test_kill_during_reencrypt(zygote: Zygote, paths: Paths, ok: Run, rng: random.Random, stored: StoredDb) -> None:
     ok("create", "m", "--meta", "plan=pro", "--title", "kept")
     _bulk(150, 10, body=400)  # ~3,000 values: a re-encryption long enough to land inside
     want = _content(_export())
     d = _duration(zygote, _env(paths), ["-q", "key", "rotate", "--reencrypt"], 1)
-    c = sqlite3.connect(paths.db)
-    checks = {c.execute("SELECT dek_check FROM keyring").fetchone()[0]}
-    c.close()
+    checks = {stored.query("SELECT dek_check FROM keyring")[0][0]}
     outcomes = {"rolled back": 0, "committed": 0}
     current = paths.key
     for i in range(ROUNDS):
@@ -300,10 +294,9 @@ def test_kill_during_reencrypt(zygote: Zygote, paths: Paths, ok: Run, rng: rando
         new = paths.root / "keys" / f"r{i}" if i % 2 else None
         argv = ["-q", "key", "rotate", "--reencrypt"] + (["--new-key-file", str(new)] if new else [])
         r = zygote.run(_env(paths, SESSCTL_KEY_FILE=str(current)), argv=argv, kill_after=rng.uniform(0.05, 1.1) * d)
+        stored.settle()
         assert r["killed"] or r["exit"] == 0, r
-        c = sqlite3.connect(paths.db)
-        check, fp = c.execute("SELECT dek_check, kek_fingerprint FROM keyring").fetchone()
-        c.close()
+        check, fp = stored.query("SELECT dek_check, kek_fingerprint FROM keyring")[0]
         committed = check not in checks
         checks.add(check)
         outcomes["committed" if committed else "rolled back"] += 1
@@ -311,7 +304,7 @@ def test_kill_during_reencrypt(zygote: Zygote, paths: Paths, ok: Run, rng: rando
             assert committed
             current = new
         assert fp == _key_fingerprint(current), f"round {i}: wrapped under a key that is not on disk"
-        verify(paths, {"SESSCTL_KEY_FILE": str(current)}, f"round {i}")
+        stored.assert_sound({"SESSCTL_KEY_FILE": str(current)}, f"round {i}")
         code, out, _ = _cli("list", "--meta", "plan=pro", "--format", "ids", env={"SESSCTL_KEY_FILE": str(current)})
         assert (code, out) == (0, "m\n")
     assert _content(_export({"SESSCTL_KEY_FILE": str(current)})) == want
@@ -322,7 +315,7 @@ def test_kill_during_reencrypt(zygote: Zygote, paths: Paths, ok: Run, rng: rando
 # --- fresh processes, end to end -----------------------------------------------------------
 
 
-def test_kill_fresh_sessctl_processes(paths: Paths, ok: Run, rng: random.Random) -> None:
+def test_kill_fresh_sessctl_processes(paths: Paths, ok: Run, rng: random.Random, stored: StoredDb) -> None:
     """Real `sessctl` processes, killed at random while they start, send or re-encrypt."""
     _bulk(100, 10)
     env = {**_env(paths), "PYTHONPATH": str(PROCS.parent.parent)}
@@ -334,7 +327,8 @@ def test_kill_fresh_sessctl_processes(paths: Paths, ok: Run, rng: random.Random)
         time.sleep(rng.uniform(0.05, 0.6))
         p.send_signal(signal.SIGKILL)
         p.wait()
+        stored.settle()
         assert p.returncode in (0, -signal.SIGKILL), p.stderr.read() if p.stderr else ""
         if p.stderr:
             p.stderr.close()
-        verify(paths, context=f"fresh round {i}: {argv}")
+        stored.assert_sound(context=f"fresh round {i}: {argv}")

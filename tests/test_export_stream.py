@@ -6,7 +6,6 @@ import io
 import json
 import os
 import random
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Paths, Run, reseal
+from dbkit import StoredDb
 
 pytestmark = pytest.mark.engines
 
@@ -46,7 +46,7 @@ def _messages_rows_reference(paths: Paths) -> tuple[str, str]:
 
 
 @pytest.fixture
-def awkward_db(ok: Run, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+def awkward_db(ok: Run, stored: StoredDb, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(7)
     monkeypatch.setenv("SESSCTL_NOW", "1990-01-01T00:00:00Z")
     ok("create", "empty")
@@ -58,7 +58,7 @@ def awkward_db(ok: Run, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("SESSCTL_NOW", str(1795300000 + i * 3607 + rng.randrange(86400 * 400)))
         ok("send", "-s", "full" if i % 2 else f"s-{i}", text if text.strip() else f"{text}.")
     ok("archive", "s-0")
-    with sqlite3.connect(paths.db) as c:  # the states send writes on failures, and redaction counts
+    with stored.conn() as c:  # the states send writes on failures, and redaction counts
         c.execute("UPDATE messages SET status = 'unanswered' WHERE seq = 1 AND session_pk = "
                   "(SELECT pk FROM sessions WHERE id = 's-2')")
         c.execute("UPDATE messages SET status = 'incomplete', latency_ms = NULL, tokens_in = NULL, "
@@ -120,9 +120,9 @@ def test_workers_write_exactly_what_one_process_writes(paths: Paths, awkward_db:
     assert r.returncode == 0 and out.read_text() == jsonl
 
 
-def test_workers_report_tampering_as_6(paths: Paths, awkward_db: None) -> None:
+def test_workers_report_tampering_as_6(stored: StoredDb, awkward_db: None) -> None:
     _bulk_sessions(600)
-    with sqlite3.connect(paths.db) as c:
+    with stored.conn() as c:
         blob = bytearray(c.execute("SELECT content FROM message_bodies ORDER BY id DESC LIMIT 1").fetchone()[0])
         blob[-3] ^= 1
         c.execute("UPDATE message_bodies SET content = ? WHERE id = (SELECT max(id) FROM message_bodies)",

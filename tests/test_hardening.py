@@ -219,11 +219,10 @@ def read_only_mount(tmp_path: Path) -> Path:
         subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
+@pytest.mark.sqlite_only("a file on read-only storage")
 def test_a_database_on_read_only_storage_can_be_read_not_written(run: Run, ok: Run, engine: str,
                                                                   read_only_mount: Path) -> None:
-    from conftest import only_sqlite
 
-    only_sqlite(engine, "a file on read-only storage")
     db = str(read_only_mount / "sessions.db")
     ok("--db", db, "send", "-s", "a", "hello")
     ok("--db", db, "create", "b", "--title", "kept")
@@ -294,13 +293,12 @@ def test_a_reply_is_kept_when_its_session_changes_mid_call(ok: Run, paths: Paths
 # --- files sessctl did not make -------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("an SQLite file")
 def test_a_foreign_sqlite_file_is_refused_unchanged(run: Run, paths: Paths, engine: str) -> None:
     import hashlib
     import sqlite3
 
-    from conftest import only_sqlite
 
-    only_sqlite(engine, "an SQLite file")
     paths.db.parent.mkdir(parents=True)
     with sqlite3.connect(paths.db) as c:
         c.execute("CREATE TABLE photos (id INTEGER)")
@@ -313,10 +311,10 @@ def test_a_foreign_sqlite_file_is_refused_unchanged(run: Run, paths: Paths, engi
     assert not Path(f"{paths.db}-wal").exists()
 
 
+@pytest.mark.sqlite_only("an SQLite file")
 def test_an_empty_file_someone_else_made_is_adopted_private(ok: Run, paths: Paths, engine: str) -> None:
-    from conftest import mode, only_sqlite
+    from conftest import mode
 
-    only_sqlite(engine, "an SQLite file")
     paths.db.parent.mkdir(parents=True)
     paths.db.touch(mode=0o644)
     os.chmod(paths.db, 0o644)

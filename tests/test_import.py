@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from conftest import Paths, Run, mode
+from conftest import Paths, Run, mode, only_sqlite
+from dbkit import StoredDb
 from sessctl.errors import UsageError
 from sessctl.import_reader import CHUNK, Reader
 
@@ -87,7 +88,7 @@ def jsonl(sessions: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(s, ensure_ascii=False, separators=(",", ":")) + "\n" for s in sessions)
 
 
-def test_round_trip_is_byte_identical(ok: Run, paths: Paths) -> None:
+def test_round_trip_is_byte_identical(ok: Run, paths: Paths, stored: StoredDb) -> None:
     source = jsonl(tricky_sessions())
     src = paths.root / "in.jsonl"
     src.write_text(source, encoding="utf-8")
@@ -100,37 +101,41 @@ def test_round_trip_is_byte_identical(ok: Run, paths: Paths) -> None:
     assert first == jsonl(expected)
     for fmt in ("jsonl", "json"):
         dump = ok("export", "--all", "--format", fmt).stdout
-        other = paths.root / f"other-{fmt}.db"
-        ok("--db", str(other), "import", "-", input=dump)
-        assert ok("--db", str(other), "export", "--all", "--format", fmt).stdout == dump, fmt
-        assert ok("--db", str(other), "stats", "--json").json() == ok("stats", "--json").json()
+        other = stored.other(f"other-{fmt}").location
+        ok("--db", other, "import", "-", input=dump)
+        assert ok("--db", other, "export", "--all", "--format", fmt).stdout == dump, fmt
+        assert ok("--db", other, "stats", "--json").json() == ok("stats", "--json").json()
 
 
-def test_round_trip_of_sessions_made_by_the_cli(ok: Run, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_round_trip_of_sessions_made_by_the_cli(ok: Run, stored: StoredDb, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SESSCTL_NOW", "2026-05-01T08:00:00Z")
     ok("create", "c-1", "--user", "alice", "--title", "T", "--system", "S", "--meta", "a=1", "--ttl", "30d",
        "-o", "temperature=0.5", "--max-context-tokens", "900")
     ok("send", "-s", "c-1", "hello 👋")
     ok("send", "-s", "c-2", "second session")
     ok("archive", "c-2")
+    fresh = {}
     for fmt in ("json", "jsonl"):
         dump = ok("export", "--all", "--format", fmt).stdout
-        other = paths.root / f"fresh-{fmt}.db"
-        ok("--db", str(other), "import", "-", input=dump)
-        assert ok("--db", str(other), "export", "--all", "--format", fmt).stdout == dump
-    assert ok("--db", str(paths.root / "fresh-json.db"), "list", "--meta", "a=1", "--format", "ids").stdout == "c-1\n"
+        fresh[fmt] = stored.other(f"fresh-{fmt}").location
+        ok("--db", fresh[fmt], "import", "-", input=dump)
+        assert ok("--db", fresh[fmt], "export", "--all", "--format", fmt).stdout == dump
+    assert ok("--db", fresh["json"], "list", "--meta", "a=1", "--format", "ids").stdout == "c-1\n"
 
 
-def test_imported_text_is_encrypted_and_the_new_database_private(ok: Run, paths: Paths) -> None:
+def test_imported_text_is_encrypted_and_the_new_database_private(ok: Run, paths: Paths, stored: StoredDb,
+                                                                 engine: str) -> None:
     secret = "the walrus signs at midnight"
     data = jsonl([_session("enc", [_msg(1, "user", secret, "2026-01-01T00:00:00Z", status="unanswered")],
-                           title="codename walrus",
+                           title="codename walrus", system="speak like a walrus",
                            metadata={"k": "tangerine-hyperdrive"})])
     ok("import", "-", input=data)
-    raw = b"".join(p.read_bytes() for p in paths.db.parent.iterdir() if p.name.startswith("sessions.db"))
+    raw = stored.all_bytes()
+    assert b"gpt-4o-mini" in raw  # a plaintext column: the search sees the data
     for word in (b"walrus", b"tangerine"):
         assert word not in raw
-    assert mode(paths.db) == 0o600
+    if only_sqlite(engine, "a local file and its mode"):
+        assert mode(paths.db) == 0o600
     assert ok("show", "enc", "--json").json()["messages"][0]["content"] == secret
 
 
@@ -176,14 +181,14 @@ def test_conflict_skip_and_replace(ok: Run, existing: str) -> None:
     assert s["title"] == "imported" and [m["content"] for m in s["messages"]] == ["imported"]
 
 
-def test_dry_run_checks_everything_and_writes_nothing(run: Run, ok: Run, existing: str, paths: Paths) -> None:
+def test_dry_run_checks_everything_and_writes_nothing(run: Run, ok: Run, existing: str, stored: StoredDb) -> None:
     assert run("import", "--dry-run", "-", input=existing).exit_code == 4
     r = ok("import", "--dry-run", "--on-conflict", "replace", "-", input=existing)
     assert r.stdout == "new-1\ndup\nnew-2\n" and "would have imported 3 sessions" in r.stderr
     assert ok("list", "--format", "ids").stdout == "dup\n"
     assert ok("show", "dup", "--json").json()["title"] == "original"
-    fresh = paths.root / "never.db"
-    ok("--db", str(fresh), "import", "--dry-run", "-", input=existing)
+    fresh = stored.other("never")
+    ok("--db", fresh.location, "import", "--dry-run", "-", input=existing)
     assert not fresh.exists()
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from conftest import Paths, Run, mode
+from dbkit import StoredDb
 
 pytestmark = pytest.mark.engines
 
@@ -23,17 +23,12 @@ def _populate(ok: Run, env: dict[str, str] | None = None) -> None:
     ok("send", "-s", "c", "no metadata here", env=env)
 
 
-def _bodies(paths: Paths) -> dict[int, bytes]:
-    with sqlite3.connect(paths.db) as c:
-        return dict(c.execute("SELECT id, content FROM message_bodies"))
+def _bodies(stored: StoredDb) -> dict[int, bytes]:
+    return dict(stored.query("SELECT id, content FROM message_bodies"))  # type: ignore[arg-type]
 
 
-def _ring(paths: Paths) -> dict[str, object]:
-    c = sqlite3.connect(paths.db)
-    c.row_factory = sqlite3.Row
-    row = dict(c.execute("SELECT * FROM keyring").fetchone())
-    c.close()
-    return row
+def _ring(stored: StoredDb) -> dict[str, object]:
+    return stored.row("SELECT * FROM keyring")
 
 
 def _transcripts(ok: Run, env: dict[str, str] | None = None) -> list[object]:
@@ -44,18 +39,20 @@ def _transcripts(ok: Run, env: dict[str, str] | None = None) -> list[object]:
 # --- status ------------------------------------------------------------------------
 
 
-def test_status_before_any_key(ok: Run, paths: Paths) -> None:
+def test_status_before_any_key(ok: Run, stored: StoredDb) -> None:
     st = ok("key", "status", "--json").json()
     assert st["kind"] is None and st["unlocks"] is None
-    assert not paths.db.exists()
+    assert not stored.exists()
 
 
-def test_status_file_key_shows_no_secret(ok: Run, paths: Paths) -> None:
+def test_status_file_key_shows_no_secret(ok: Run, paths: Paths, stored: StoredDb) -> None:
+    from sessctl.config import parse_database
+
     _populate(ok)
     st = ok("key", "status", "--json").json()
-    ring = _ring(paths)
+    ring = _ring(stored)
     assert st["kind"] == "file" and st["unlocks"] is True
-    assert st["key_file"] == str(paths.key) and st["database"] == str(paths.db)
+    assert st["key_file"] == str(paths.key) and st["database"] == parse_database(stored.location).display
     assert st["fingerprint"] == ring["kek_fingerprint"] and len(st["fingerprint"]) == 16
     assert st["data_key_created_at"].endswith("Z") and st["wrapped_at"] == st["data_key_created_at"]
     table = ok("key", "status").stdout
@@ -96,20 +93,20 @@ def test_rotate_needs_an_explicit_new_key(run: Run, ok: Run, paths: Paths) -> No
     assert ok("key", "status", "--json").json()["unlocks"] is True
 
 
-def test_rotate_to_new_key_file(run: Run, ok: Run, paths: Paths) -> None:
+def test_rotate_to_new_key_file(run: Run, ok: Run, paths: Paths, stored: StoredDb) -> None:
     _populate(ok)
     want = _transcripts(ok)
-    old_key, bodies, ring = paths.key.read_bytes(), _bodies(paths), _ring(paths)
+    old_key, bodies, ring = paths.key.read_bytes(), _bodies(stored), _ring(stored)
     new = paths.root / "keys" / "new.key"
     r = ok("key", "rotate", "--new-key-file", str(new), "--json")
     assert r.json()["key_file"] == str(new) and r.json()["reencrypted"] is None
     assert f"SESSCTL_KEY_FILE={new}" in r.stderr
     assert new.exists() and mode(new) == 0o600
     assert paths.key.read_bytes() == old_key  # never overwritten
-    after = _ring(paths)
+    after = _ring(stored)
     assert after["kek_fingerprint"] == r.json()["fingerprint"] != ring["kek_fingerprint"]
     assert after["wrapped_dek"] != ring["wrapped_dek"] and after["dek_check"] == ring["dek_check"]
-    assert _bodies(paths) == bodies  # a re-wrap leaves every value as it was
+    assert _bodies(stored) == bodies  # a re-wrap leaves every value as it was
     # The old key stops working; the new one reads everything.
     r = run("show", "a")
     assert r.exit_code == 6 and "wrong key" in r.stderr
@@ -119,14 +116,16 @@ def test_rotate_to_new_key_file(run: Run, ok: Run, paths: Paths) -> None:
     assert ok("list", "--meta", "plan=pro", "--format", "ids", env=env).stdout == "a\n"
 
 
-def test_rotate_leaves_no_copy_of_the_old_wrapped_key(ok: Run, paths: Paths) -> None:
+def test_rotate_leaves_no_copy_of_the_old_wrapped_key(ok: Run, paths: Paths, stored: StoredDb) -> None:
     _populate(ok)
-    old = _ring(paths)["wrapped_dek"]
+    old = _ring(stored)["wrapped_dek"]
     ok("key", "rotate", "--new-key-file", str(paths.root / "k2"))
-    for suffix in ("", "-wal"):
-        p = Path(str(paths.db) + suffix)
-        if p.exists():
-            assert old not in p.read_bytes(), suffix
+    new = _ring(stored)["wrapped_dek"]
+    assert isinstance(old, bytes) and isinstance(new, bytes)
+    found = stored.bytes()
+    assert new in b"".join(found.values())  # the search does see the keyring
+    for name, data in found.items():
+        assert old not in data, name
 
 
 def test_rotate_to_an_existing_key_file_uses_it(run: Run, ok: Run, paths: Paths) -> None:
@@ -149,15 +148,16 @@ def test_rotate_to_an_existing_key_file_uses_it(run: Run, ok: Run, paths: Paths)
     assert r.exit_code == 6 and junk.read_text() == "not a key\n"
 
 
-def test_rotate_with_the_wrong_current_key_changes_nothing(run: Run, ok: Run, paths: Paths) -> None:
+def test_rotate_with_the_wrong_current_key_changes_nothing(run: Run, ok: Run, paths: Paths,
+                                                          stored: StoredDb) -> None:
     _populate(ok)
-    ring = _ring(paths)
+    ring = _ring(stored)
     wrong = paths.root / "wrong.key"
     wrong.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     new = paths.root / "new.key"
     r = run("key", "rotate", "--new-key-file", str(new), env={"SESSCTL_KEY_FILE": str(wrong)})
     assert r.exit_code == 6 and not new.exists()
-    assert _ring(paths) == ring
+    assert _ring(stored) == ring
 
 
 def test_rotate_between_file_and_passphrase(run: Run, ok: Run, paths: Paths) -> None:
@@ -181,27 +181,25 @@ def test_rotate_between_file_and_passphrase(run: Run, ok: Run, paths: Paths) -> 
 # --- rotate --reencrypt ----------------------------------------------------------------
 
 
-def test_reencrypt_replaces_every_ciphertext(run: Run, ok: Run, paths: Paths, db_conn) -> None:
+def test_reencrypt_replaces_every_ciphertext(run: Run, ok: Run, paths: Paths, stored: StoredDb) -> None:
     from sessctl import crypto
 
     _populate(ok)
     want = _transcripts(ok)
-    ring, bodies = _ring(paths), _bodies(paths)
-    with sqlite3.connect(paths.db) as c:
-        sessions_before = c.execute("SELECT pk, title, system, metadata FROM sessions ORDER BY pk").fetchall()
-        tags_before = set(c.execute("SELECT tag, session_pk FROM session_meta_index"))
+    ring, bodies = _ring(stored), _bodies(stored)
+    sessions_before = stored.query("SELECT pk, title, system, metadata FROM sessions ORDER BY pk")
+    tags_before = set(stored.query("SELECT tag, session_pk FROM session_meta_index"))
     old_dek = crypto.unwrap(crypto.kek_from_file(paths.key, create=False), ring["wrapped_dek"], ring["db_id"])
 
     r = ok("key", "rotate", "--reencrypt", "--json")
     # Every body, plus a's title, system prompt and metadata and b's metadata.
     assert r.json()["reencrypted"] == len(bodies) + 4
-    after_ring, after_bodies = _ring(paths), _bodies(paths)
+    after_ring, after_bodies = _ring(stored), _bodies(stored)
     assert after_ring["dek_check"] != ring["dek_check"]
     assert after_ring["kek_fingerprint"] == ring["kek_fingerprint"]  # same key file, new data key
     assert set(after_bodies) == set(bodies) and all(after_bodies[i] != bodies[i] for i in bodies)
-    with sqlite3.connect(paths.db) as c:
-        sessions_after = c.execute("SELECT pk, title, system, metadata FROM sessions ORDER BY pk").fetchall()
-        tags_after = set(c.execute("SELECT tag, session_pk FROM session_meta_index"))
+    sessions_after = stored.query("SELECT pk, title, system, metadata FROM sessions ORDER BY pk")
+    tags_after = set(stored.query("SELECT tag, session_pk FROM session_meta_index"))
     for b, a in zip(sessions_before, sessions_after):
         assert [x is None for x in b] == [x is None for x in a]
         assert all(x != y for x, y in zip(b[1:], a[1:]) if x is not None)
@@ -226,18 +224,18 @@ def test_reencrypt_with_a_new_key_file(run: Run, ok: Run, paths: Paths) -> None:
     assert _transcripts(ok, {"SESSCTL_KEY_FILE": str(new)}) == want
 
 
-def test_reencrypt_refuses_tampered_data_and_changes_nothing(run: Run, ok: Run, paths: Paths, db_conn) -> None:
+def test_reencrypt_refuses_tampered_data_and_changes_nothing(run: Run, ok: Run, stored: StoredDb) -> None:
     _populate(ok)
-    c = db_conn()
+    c = stored.conn()
     blob = bytearray(c.execute("SELECT content FROM message_bodies ORDER BY id DESC LIMIT 1").fetchone()[0])
     blob[-1] ^= 1
     c.execute("UPDATE message_bodies SET content = ? WHERE id = (SELECT max(id) FROM message_bodies)", (bytes(blob),))
     c.close()
-    ring, bodies = _ring(paths), _bodies(paths)
+    ring, bodies = _ring(stored), _bodies(stored)
     r = run("key", "rotate", "--reencrypt")
     assert r.exit_code == 6 and "nothing was changed" in r.stderr
     assert "session 'c'" in r.stderr and "message 2" in r.stderr
-    assert _ring(paths) == ring and _bodies(paths) == bodies
+    assert _ring(stored) == ring and _bodies(stored) == bodies
 
 
 def test_a_process_holding_the_old_data_key_never_writes_with_it(ok: Run, paths: Paths) -> None:

@@ -4,15 +4,13 @@ that the blind index keeps up with every write path, on SQLite and PostgreSQL.""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
 from typing import Any
 
 import pytest
 
 import sessctl
-from conftest import Paths, Run, only_sqlite
+from conftest import Paths, Run
 
 pytestmark = pytest.mark.engines
 
@@ -262,7 +260,7 @@ WORDS = ["xylophonist", "quetzalcoatl", "ombudsperson", "zygomorphic", "vexillol
 
 
 def test_no_indexed_word_or_snippet_in_the_files(ok: Run, paths: Paths, db_conn: Any, engine: str,
-                                                   tmp_path: Any) -> None:
+                                                   tmp_path: Any, stored: Any) -> None:
     ok("create", "warmup")
     holder = db_conn()  # keeps the SQLite WAL from being checkpointed away
     holder.execute("SELECT count(*) FROM sessions").fetchone()
@@ -278,12 +276,8 @@ def test_no_indexed_word_or_snippet_in_the_files(ok: Run, paths: Paths, db_conn:
         blobs = {p.name: p.read_bytes() for p in paths.db.parent.iterdir() if p.name.startswith("sessions.db")}
         assert "sessions.db-wal" in blobs and blobs["sessions.db-wal"]
     else:
-        url = os.environ["SESSCTL_DB"]
-        schema = url.rsplit("%3D", 1)[1]
-        dump = subprocess.run(["pg_dump", "--data-only", f"--schema={schema}", url.split("?")[0]],
-                              capture_output=True, check=True).stdout
-        assert b"message_search" in dump
-        blobs = {"pg_dump": dump}
+        blobs = stored.bytes()  # a pg_dump of the test's schema, bytea decoded too
+        assert b"message_search" in blobs["pg_dump"]
     holder.close()
     for name, data in blobs.items():
         for word in WORDS:
@@ -318,16 +312,16 @@ def test_client_search_matches_the_cli(ok: Run) -> None:
     assert asyncio.run(go()) == cli
 
 
+@pytest.mark.sqlite_only("a missing file")
 def test_search_on_a_missing_database_finds_nothing(run: Run, paths: Paths, engine: str) -> None:
-    only_sqlite(engine, "a missing file")
     r = run("search", "anything")
     assert (r.exit_code, r.stdout) == (0, "") and not paths.db.exists()
 
 
+@pytest.mark.sqlite_only("SQLite's schema text")
 def test_sqlite_file_layout(ok: Run, paths: Paths, engine: str) -> None:
     """The index rows are clustered by message (one row per message, no rowid): the
     shape the write and delete costs in bench/README.md rely on."""
-    only_sqlite(engine, "SQLite's schema text")
     ok("send", "-s", "a", "hi")
     with sqlite3.connect(paths.db) as c:
         sql = c.execute("SELECT sql FROM sqlite_master WHERE name = 'message_search'").fetchone()[0]

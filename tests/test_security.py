@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import os
-import sqlite3
+from pathlib import Path
 
 import pytest
 
-from conftest import Paths, Run, mode
+from conftest import Paths, Run, mode, only_sqlite
+from dbkit import StoredDb
 
 pytestmark = pytest.mark.engines
 
@@ -28,24 +29,18 @@ def _conversation(ok: Run) -> None:
     ok("send", "-s", "sec", SECRET_WORDS["reply_and_followup"])
 
 
-def _raw_files(paths: Paths) -> dict[str, bytes]:
-    out = {}
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        p = paths.db.with_name(paths.db.name + suffix)
-        if p.exists():
-            out[p.name] = p.read_bytes()
-    return out
-
-
-def test_no_plaintext_in_database_or_wal(ok: Run, paths: Paths, db_conn) -> None:
+def test_no_plaintext_in_the_stored_bytes(ok: Run, stored: StoredDb, engine: str) -> None:
     ok("create", "warmup")
     # Hold a connection open so the WAL is not checkpointed away when the CLI exits:
     # the conversation's pages must be inspected in the WAL as well as the main file.
-    holder = db_conn()
+    holder = stored.conn()
     holder.execute("SELECT count(*) FROM sessions").fetchone()
     _conversation(ok)
-    files = _raw_files(paths)
-    assert "sessions.db-wal" in files and len(files["sessions.db-wal"]) > 0
+    files = stored.bytes()  # SQLite: the files; PostgreSQL: a pg_dump
+    if only_sqlite(engine, "a WAL file"):
+        assert "sessions.db-wal" in files and len(files["sessions.db-wal"]) > 0
+    # The plaintext columns are there, so the search below does look at the data.
+    assert b"alice" in b"".join(files.values())
     for name, data in files.items():
         for label, word in SECRET_WORDS.items():
             for needle in (word, word.split()[-1]):
@@ -59,17 +54,18 @@ def test_no_plaintext_in_database_or_wal(ok: Run, paths: Paths, db_conn) -> None
     assert [m["content"] for m in s["messages"]][0] == SECRET_WORDS["message"]
 
 
-def test_files_are_0600(ok: Run, paths: Paths, db_conn) -> None:
+def test_files_are_0600(ok: Run, paths: Paths, stored: StoredDb, engine: str) -> None:
     ok("create", "warmup")
-    holder = db_conn()  # keeps -wal and -shm alive after the CLI exits
+    holder = stored.conn()  # keeps -wal and -shm alive after the CLI exits
     holder.execute("SELECT count(*) FROM sessions").fetchone()
     _conversation(ok)
-    assert mode(paths.db) == 0o600
-    assert mode(paths.key) == 0o600
-    for suffix in ("-wal", "-shm"):
-        p = paths.db.with_name(paths.db.name + suffix)
-        assert p.exists() and mode(p) == 0o600, suffix
-    assert mode(paths.db.parent) == 0o700 and mode(paths.key.parent) == 0o700
+    assert mode(paths.key) == 0o600 and mode(paths.key.parent) == 0o700
+    if only_sqlite(engine, "the database is local files"):
+        assert mode(paths.db) == 0o600
+        for suffix in ("-wal", "-shm"):
+            p = paths.db.with_name(paths.db.name + suffix)
+            assert p.exists() and mode(p) == 0o600, suffix
+        assert mode(paths.db.parent) == 0o700
     holder.close()
 
 
@@ -109,7 +105,7 @@ def test_key_file_env_override(run: Run, ok: Run, paths: Paths) -> None:
     assert ok("show", "k", env=env).stdout.count("hi") == 2
 
 
-def test_passphrase_mode(run: Run, ok: Run, paths: Paths) -> None:
+def test_passphrase_mode(run: Run, ok: Run, paths: Paths, stored: StoredDb) -> None:
     env = {"SESSCTL_PASSPHRASE": "correct horse battery staple"}
     ok("send", "-s", "p", "secret words", env=env)
     assert not paths.key.exists()
@@ -118,8 +114,7 @@ def test_passphrase_mode(run: Run, ok: Run, paths: Paths) -> None:
     assert r.exit_code == 6 and "passphrase" in r.stderr
     r = run("show", "p")
     assert r.exit_code == 6 and "SESSCTL_PASSPHRASE" in r.stderr
-    with sqlite3.connect(paths.db) as c:
-        kdf = c.execute("SELECT kek_kind, kdf FROM keyring").fetchone()
+    kdf = stored.query("SELECT kek_kind, kdf FROM keyring")[0]
     assert kdf[0] == "passphrase"
     assert '"memory_cost": 65536' in kdf[1] and '"iterations": 3' in kdf[1] and '"lanes": 4' in kdf[1]
 
@@ -158,6 +153,7 @@ def test_value_moved_between_rows_is_6(run: Run, ok: Run, db_conn, what: str) ->
     assert "altered or moved" in r.stderr
 
 
+@pytest.mark.sqlite_only("a file that is not an SQLite database")
 def test_not_a_database_is_7(run: Run, paths: Paths) -> None:
     paths.db.parent.mkdir(parents=True)
     paths.db.write_bytes(b"this is not sqlite, just some text\n" * 200)
@@ -168,47 +164,60 @@ def test_not_a_database_is_7(run: Run, paths: Paths) -> None:
     assert paths.db.read_bytes().startswith(b"this is not sqlite")
 
 
-def test_foreign_sqlite_database_is_7(run: Run, paths: Paths) -> None:
-    paths.db.parent.mkdir(parents=True)
-    with sqlite3.connect(paths.db) as c:
-        c.execute("CREATE TABLE photos (id INTEGER)")
-    r = run("send", "-s", "a", "hi")
-    assert r.exit_code == 7 and "not a sessctl" in r.stderr
+def test_someone_elses_sessions_table_is_7_and_left_alone(run: Run, paths: Paths, stored: StoredDb,
+                                                          engine: str) -> None:
+    paths.db.parent.mkdir(parents=True, exist_ok=True)
+    stored.execute("CREATE TABLE sessions (id INTEGER, note TEXT)",
+                   "INSERT INTO sessions (id, note) VALUES (1, 'theirs')")
+    for args in (["send", "-s", "a", "hi"], ["create", "a"], ["list"], ["show", "a"]):
+        r = run(*args)
+        assert r.exit_code == 7, (args, r.stderr)
+        assert r.stderr.startswith("sessctl: error:") and len(r.stderr.splitlines()) == 1
+        assert "sessions" in r.stderr and "sessctl" in r.stderr, r.stderr
+    assert stored.query("SELECT id, note FROM sessions") == [(1, "theirs")]
+    assert stored.query("SELECT count(*) FROM sessions") == [(1,)]
+    if only_sqlite(engine, "one file is one database: any other table makes it someone else's"):
+        photos = stored.other("photos")
+        photos.db_path.parent.mkdir(parents=True, exist_ok=True)
+        photos.execute("CREATE TABLE photos (id INTEGER)")
+        r = run("--db", photos.location, "send", "-s", "a", "hi")
+        assert r.exit_code == 7 and "not a sessctl" in r.stderr
 
 
-def test_newer_schema_is_7(run: Run, ok: Run, paths: Paths) -> None:
+def test_newer_schema_is_7(run: Run, ok: Run, stored: StoredDb) -> None:
     ok("send", "-s", "a", "hi")
-    with sqlite3.connect(paths.db) as c:
-        c.execute("PRAGMA user_version = 99")
+    stored.set_newer_version(99)
     r = run("list")
     assert r.exit_code == 7
     assert "schema version 99" in r.stderr and "upgrade sessctl" in r.stderr
 
 
-def test_schema_is_recorded(ok: Run, paths: Paths) -> None:
-    from sessctl.store import sqlite_schema as migrations
-
+def test_schema_is_recorded(ok: Run, stored: StoredDb, engine: str) -> None:
+    migrations = stored.migrations
     ok("create", "a")
-    with sqlite3.connect(paths.db) as c:
-        assert c.execute("PRAGMA user_version").fetchone()[0] == migrations.LATEST
-        assert c.execute("SELECT version, name FROM schema_migrations").fetchall() == [
-            (i + 1, name) for i, (name, _) in enumerate(migrations.MIGRATIONS)
-        ]
-        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert stored.version() == migrations.LATEST == len(migrations.MIGRATIONS)
+    assert stored.query("SELECT version, name FROM schema_migrations ORDER BY version") == [
+        (i + 1, name) for i, (name, _) in enumerate(migrations.MIGRATIONS)
+    ]
+    if only_sqlite(engine, "journal mode"):
+        assert stored.query("PRAGMA journal_mode") == [("wal",)]
 
 
-def test_db_flag_and_env(ok: Run, run: Run, paths: Paths) -> None:
-    custom = paths.root / "custom" / "x.db"
-    ok("--db", str(custom), "send", "-s", "a", "hi")
-    assert custom.exists() and mode(custom) == 0o600 and not paths.db.exists()
-    assert ok("list", "--format", "ids", env={"SESSCTL_DB": str(custom)}).stdout == "a\n"
+def test_db_flag_and_env(ok: Run, run: Run, paths: Paths, stored: StoredDb, engine: str) -> None:
+    custom = stored.other("custom")
+    ok("--db", custom.location, "send", "-s", "a", "hi")  # --db wins over SESSCTL_DB
+    assert custom.exists() and not stored.exists()
+    if only_sqlite(engine, "a file and its mode"):
+        assert mode(Path(custom.location)) == 0o600
+    assert ok("list", "--format", "ids", env={"SESSCTL_DB": custom.location}).stdout == "a\n"
     assert ok("list", "--format", "ids").stdout == ""
 
 
-def test_api_key_never_stored(ok: Run, paths: Paths) -> None:
+def test_api_key_never_stored(ok: Run, paths: Paths, stored: StoredDb) -> None:
     key = "sk-test-" + "Z" * 40
     ok("send", "-s", "a", "hi", env={"OPENAI_API_KEY": key, "SESSCTL_CONFIG": str(paths.write_config(
         'default_provider = "offline"\n[providers.offline]\nkind = "echo"\n'))})
-    for data in _raw_files(paths).values():
-        assert key.encode() not in data
+    data = stored.all_bytes()
+    assert b"offline" in data  # the provider's name is stored in plaintext: the search sees the data
+    assert key.encode() not in data and key[8:].encode() not in data
     assert key.encode() not in paths.config.read_bytes()

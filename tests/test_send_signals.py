@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from fakeserver import FakeLLMServer, TextReply
 from sendkit import APIS, chats, configure, roles
 
 from conftest import Paths, Run
+from dbkit import StoredDb
 
 CMD = [sys.executable, "-c", "from sessctl.cli import main; main()"]
 
@@ -60,11 +60,6 @@ def _finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-def _integrity(paths: Paths) -> None:
-    with sqlite3.connect(paths.db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-
-
 @pytest.mark.parametrize("api", APIS)
 def test_stream_output_arrives_before_the_reply_is_complete(api: str, ok: Run, paths: Paths,
                                                             fake_llm: FakeLLMServer) -> None:
@@ -83,9 +78,11 @@ def test_stream_output_arrives_before_the_reply_is_complete(api: str, ok: Run, p
     assert reply["first_token_ms"] <= reply["latency_ms"]
 
 
+# The interrupted turn is written after the signal, on either engine.
+@pytest.mark.engines
 @pytest.mark.parametrize("api", APIS)
 def test_ctrl_c_mid_stream_exits_130_and_keeps_the_turn_marked(api: str, ok: Run, paths: Paths,
-                                                               fake_llm: FakeLLMServer) -> None:
+                                                               fake_llm: FakeLLMServer, stored: StoredDb) -> None:
     configure(paths, fake_llm, api)
     ok("send", "-s", "s", "before")
     fake_llm.enqueue(TextReply(pieces=["partial ", "never ", "sent"], hold=threading.Event()))
@@ -97,7 +94,7 @@ def test_ctrl_c_mid_stream_exits_130_and_keeps_the_turn_marked(api: str, ok: Run
     assert early.decode() + out == "partial \n"  # the line is ended for the shell prompt
     assert err == ("sessctl: error: interrupted; your message is saved in session 's', marked unanswered, "
                    "and the partial reply, marked incomplete\n")
-    _integrity(paths)
+    stored.assert_sound()
     msgs = ok("show", "s", "--json").json()["messages"]
     assert [(m["role"], m["content"], m["status"]) for m in msgs] == [
         ("user", "before", "ok"), ("assistant", "echo: before", "ok"),
@@ -110,7 +107,9 @@ def test_ctrl_c_mid_stream_exits_130_and_keeps_the_turn_marked(api: str, ok: Run
         ("user", "before"), ("assistant", "echo: before"), ("user", "after")]
 
 
-def test_ctrl_c_twice_while_calls_wait_stores_every_turn(ok: Run, paths: Paths, fake_llm: FakeLLMServer) -> None:
+@pytest.mark.engines
+def test_ctrl_c_twice_while_calls_wait_stores_every_turn(ok: Run, paths: Paths, fake_llm: FakeLLMServer,
+                                                        stored: StoredDb) -> None:
     """Three sessions, one call at a time, on a fresh machine (the first write also
     creates the key file). Two quick Ctrl-C must not split the writes that follow."""
     configure(paths, fake_llm, "openai")
@@ -129,7 +128,7 @@ def test_ctrl_c_twice_while_calls_wait_stores_every_turn(ok: Run, paths: Paths, 
         ("a", 130), ("b", 130), ("c", 130)]
     assert len(chats(fake_llm)) == 1  # b and c never started
     assert len(paths.key.read_bytes()) > 40  # the key file was written whole
-    _integrity(paths)
+    stored.assert_sound()
     for sid in "abc":
         msgs = ok("show", sid, "--json").json()["messages"]
         assert [(m["content"], m["status"]) for m in msgs] == [("hello", "unanswered")]
@@ -151,7 +150,9 @@ def test_ctrl_c_after_some_sessions_answered_prints_their_replies(ok: Run, paths
     assert [m["status"] for m in ok("show", "slow", "--json").json()["messages"]] == ["unanswered"]
 
 
-def test_sigterm_keeps_the_message_and_exits_143(ok: Run, paths: Paths, fake_llm: FakeLLMServer) -> None:
+@pytest.mark.engines
+def test_sigterm_keeps_the_message_and_exits_143(ok: Run, paths: Paths, fake_llm: FakeLLMServer,
+                                                 stored: StoredDb) -> None:
     """`timeout 60 sessctl send ...` sends SIGTERM: by default that would lose the
     message; it is kept as for Ctrl-C."""
     configure(paths, fake_llm, "anthropic")
@@ -163,6 +164,6 @@ def test_sigterm_keeps_the_message_and_exits_143(ok: Run, paths: Paths, fake_llm
     assert (code, out) == (143, "")
     assert err.splitlines()[-1] == ("sessctl: error: terminated (SIGTERM) before any reply arrived; "
                                     "your message is saved in session 't', marked unanswered")
-    _integrity(paths)
+    stored.assert_sound()
     msgs = ok("show", "t", "--json").json()["messages"]
     assert [(m["content"], m["status"]) for m in msgs] == [("slow question", "unanswered")]

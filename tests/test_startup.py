@@ -3,7 +3,7 @@ call pays for the rest): provider code only to call a provider, and httpx (with
 httpcore, anyio, h11, certifi, and the stdlib's HTTP and email modules it drags in)
 only for https or a proxy, never for a local http endpoint; tabulate only to print a
 table, cryptography only to seal or open a value, sqlite-utils never, the sanitizer
-only to store text."""
+only to store text, the PostgreSQL driver only for a postgresql:// database."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ HTTPX = ("httpx", "httpcore", "anyio", "h11", "certifi", "idna", "http.client", 
          "urllib.request", "email.utils")
 HEAVY = ("tabulate", "cryptography", "sqlite_utils", "asyncio", "sqlite3", "sessctl.sanitize",
          "sessctl.providers.openai", "sessctl.providers.anthropic", "sessctl.providers.transport",
-         "tempfile", "secrets", *HTTPX)
+         "tempfile", "secrets", "psycopg", "sessctl.store.postgres", *HTTPX)
 
 _PROBE = """
 import atexit, json, sys
@@ -41,10 +41,10 @@ main()
 """
 
 
-def _loaded(paths: Paths, *args: str) -> set[str]:
+def _loaded(paths: Paths, *args: str, env: dict[str, str] | None = None) -> set[str]:
     out = paths.root / "modules.json"
     code = _PROBE.format(heavy=HEAVY, out=str(out), args=list(args))
-    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return set(json.loads(out.read_text()))
@@ -95,3 +95,14 @@ def test_a_send_to_a_local_http_endpoint_imports_no_httpx(api: str, stream: str,
     assert loaded <= {"sqlite3", "cryptography", "asyncio", "sessctl.sanitize", f"sessctl.providers.{api}",
                       "sessctl.providers.transport"}
     assert [r.json["messages"][-1]["content"] for r in fake_llm.requests[-1:]] == ["again"]
+
+
+@pytest.mark.parametrize("args", [["list", "--format", "ids"], ["--version"], ["list", "--help"]])
+def test_the_postgresql_driver_loads_only_for_a_postgresql_database(paths: Paths, pg_schema: str,
+                                                                     args: list[str]) -> None:
+    # (Every SQLite command above runs without it: "psycopg" is in HEAVY.)
+    loaded = _loaded(paths, *args, env={"SESSCTL_DB": pg_schema})
+    if args[0] == "list" and "--help" not in args:
+        assert {"psycopg", "sessctl.store.postgres"} <= loaded and "sqlite3" not in loaded
+    else:
+        assert not loaded & {"psycopg", "sessctl.store.postgres"}  # nothing opened the database

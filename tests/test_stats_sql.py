@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import math
 import random
-import sqlite3
 import time
 from collections import defaultdict
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import Paths, Run
+from dbkit import StoredDb
 
 pytestmark = pytest.mark.engines
 
@@ -52,16 +52,15 @@ def latencies(paths: Paths) -> None:
     app.close()
 
 
-def _raw(paths: Paths, where: str = "1", params: tuple[Any, ...] = ()) -> dict[str, list[int]]:
+def _raw(stored: StoredDb, where: str = "TRUE", params: tuple[Any, ...] = ()) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = defaultdict(list)
-    with sqlite3.connect(paths.db) as c:
-        for user, model, lat in c.execute(
-            "SELECT s.user, s.model, m.latency_ms FROM messages m JOIN sessions s ON s.pk = m.session_pk "
-            f"WHERE m.latency_ms IS NOT NULL AND {where}", params
-        ):
-            groups["all"].append(lat)
-            groups[f"user:{user}"].append(lat)
-            groups[f"model:{model}"].append(lat)
+    for user, model, lat in stored.query(
+        'SELECT s."user", s.model, m.latency_ms FROM messages m JOIN sessions s ON s.pk = m.session_pk '
+        f"WHERE m.latency_ms IS NOT NULL AND {where}", params
+    ):
+        groups["all"].append(lat)
+        groups[f"user:{user}"].append(lat)
+        groups[f"model:{model}"].append(lat)
     return groups
 
 
@@ -70,12 +69,12 @@ def _expect(values: list[int]) -> dict[str, Any]:
             "p95": _nearest_rank(values, 95)}
 
 
-def test_whole_database(ok: Run, paths: Paths, latencies: None) -> None:
-    assert ok("stats", "--json").json()["latency_ms"] == _expect(_raw(paths)["all"])
+def test_whole_database(ok: Run, stored: StoredDb, latencies: None) -> None:
+    assert ok("stats", "--json").json()["latency_ms"] == _expect(_raw(stored)["all"])
 
 
-def test_grouped_and_filtered(ok: Run, paths: Paths, latencies: None) -> None:
-    raw = _raw(paths)
+def test_grouped_and_filtered(ok: Run, stored: StoredDb, latencies: None) -> None:
+    raw = _raw(stored)
     for by in ("user", "model"):
         groups = ok("stats", "--by", by, "--json").json()["groups"]
         assert {g["key"]: g["latency_ms"] for g in groups} == {
@@ -83,9 +82,9 @@ def test_grouped_and_filtered(ok: Run, paths: Paths, latencies: None) -> None:
     assert ok("stats", "--user", "u1", "--json").json()["latency_ms"] == _expect(raw["user:u1"])
 
 
-def test_time_window(ok: Run, paths: Paths, latencies: None) -> None:
+def test_time_window(ok: Run, stored: StoredDb, latencies: None) -> None:
     since, before = 1_790_000_000 + 20 * 3600, 1_790_000_000 + 40 * 3600
-    raw = _raw(paths, "m.created_at >= ? AND m.created_at < ?", (since, before))
+    raw = _raw(stored, "m.created_at >= ? AND m.created_at < ?", (since, before))
     iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
     st = ok("stats", "--since", iso(since), "--before", iso(before), "--json").json()
     assert st["messages"] > 0

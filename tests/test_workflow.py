@@ -432,6 +432,7 @@ def test_templates_list(ok: Run, paths: Paths) -> None:
 # --- migration --------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("the table rebuild is SQLite's")
 def test_step_5_rebuilds_messages_keeping_rows_and_what_other_steps_add(ok: Run, run: Run, paths: Paths,
                                                                         engine: str) -> None:
     """A populated version-2 file (as sessctl wrote before integrity digests, search and
@@ -441,10 +442,8 @@ def test_step_5_rebuilds_messages_keeping_rows_and_what_other_steps_add(ok: Run,
     allowed, anything else still refused."""
     import sqlite3
 
-    from conftest import only_sqlite
     from sessctl.store import sqlite_schema
 
-    only_sqlite(engine, "the table rebuild is SQLite's")
     ok("create", "a", "--title", "T", "--meta", "k=v")
     ok("send", "-s", "a", "hi")
     ok("send", "-s", "a", "again")

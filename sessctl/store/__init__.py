@@ -250,10 +250,15 @@ class Store:
             kek = self.new_kek()
 
             def make(conn: Any) -> None:
-                if conn.execute("SELECT 1 FROM keyring WHERE id = 1").fetchone():
+                # One statement, so one snapshot: PostgreSQL gives each statement of a READ
+                # COMMITTED transaction its own, and a process that committed its key and
+                # then a session between two separate reads would look like a lost key.
+                have_key, have_data = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM keyring WHERE id = 1), "
+                    "EXISTS (SELECT 1 FROM sessions) OR EXISTS (SELECT 1 FROM message_bodies)").fetchone()
+                if have_key:
                     return  # another process made it first; use theirs
-                if conn.execute("SELECT 1 FROM sessions LIMIT 1").fetchone() or conn.execute(
-                        "SELECT 1 FROM message_bodies LIMIT 1").fetchone():
+                if have_data:
                     # Every session is created under an existing key, so data without a
                     # key table means the table was lost or removed: a fresh key would
                     # seal new data beside ciphertext that nothing can open any more.
@@ -453,7 +458,7 @@ class Store:
         pk = int(cur.fetchone()[0])
         self._write_settings(conn, pk, new.id, new)
         self._write_session_texts(conn, pk, new.id, new.title, new.system, new.metadata, set_title=True,
-                                  set_system=True, set_meta=True)
+                                  set_system=True, set_meta=True, new=True)
         return pk
 
     @staticmethod
@@ -546,7 +551,10 @@ class Store:
     def _write_session_texts(
         self, conn: Any, pk: int, sid: str, title: str | None, system: str | None,
         metadata: dict[str, str], *, set_title: bool, set_system: bool, set_meta: bool,
+        new: bool = False,
     ) -> dict[str, int]:
+        """Seal and store a session's texts. `new`: the row was just inserted, so it has
+        no metadata index entries to clear."""
         sets: list[str] = []
         params: list[Any] = []
         counts: list[dict[str, int]] = []
@@ -566,7 +574,8 @@ class Store:
             blob, _ = self._put_text(json.dumps(clean, ensure_ascii=False, sort_keys=True) if clean else None,
                                      "sessions", "metadata", sid, pk, pk)
             sets.append("metadata = ?"), params.append(blob)
-            conn.execute("DELETE FROM session_meta_index WHERE session_pk = ?", (pk,))
+            if not new:
+                conn.execute("DELETE FROM session_meta_index WHERE session_pk = ?", (pk,))
             if clean:
                 cipher = self.cipher(create=True)
                 assert cipher is not None
@@ -728,6 +737,8 @@ class Store:
         """A session's messages in order; `last` keeps the final N. Unless only some are
         asked for (seqs, only_ok), what is read is checked against the session's
         integrity chain and digest first (CryptoError, exit 6, when altered)."""
+        if seqs is not None and not seqs:
+            return []  # (and `IN ()` is SQLite's alone: PostgreSQL rejects an empty list)
         where, params = "m.session_pk = ?", [session.pk]
         if only_ok:
             where += " AND m.status = 'ok'"

@@ -203,6 +203,7 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
     fresh_total: dict[str, int] = {}
     key = store._integrity_key()
     chain = None
+    rows, bodies, texts = [], [], []
     for m in messages:
         blob, fresh, clean = store._seal_text(m.content, "messages", "content", s.id, pk, m.seq)
         red = _merge_counts(m.redactions, fresh)
@@ -211,16 +212,23 @@ def insert_full(store: Store, conn: Any, s: Session, messages: Sequence[Message]
                  m.tokens_out, int(m.tokens_estimated), m.latency_ms, m.first_token_ms,
                  json.dumps(red, sort_keys=True) if red else None)
         chain = integrity.link(key, chain, facts, blob) if key is not None else None
-        cur = conn.execute(
+        rows.append((pk, *facts, sum(red.values()), chain))
+        bodies.append((blob, pk, m.seq))
+        texts.append((m.seq, clean or ""))
+    if rows:
+        # Two batched statements, not two round trips per message (PostgreSQL pipelines
+        # executemany): each body finds its message by (session, seq), the unique key.
+        conn.executemany(
             "INSERT INTO messages (session_pk, seq, role, status, created_at, provider, model, tokens_in, "
             "tokens_out, tokens_estimated, latency_ms, first_token_ms, redactions, redaction_count, chain) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (pk, *facts, sum(red.values()), chain),
-        )
-        conn.execute("INSERT INTO message_bodies (id, content) VALUES (?, ?)", (cur.fetchone()[0], blob))
-        store.index_message(conn, pk, m.seq, clean or "")
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany(
+            "INSERT INTO message_bodies (id, content) SELECT id, ? FROM messages WHERE session_pk = ? AND seq = ?",
+            bodies)
+    for seq, text in texts:
+        store.index_message(conn, pk, seq, text)
     store._add_redactions(conn, pk, fresh_total)
     # Texts last: their write reseals the session's digest over everything above.
     store._write_session_texts(conn, pk, s.id, s.title, s.system, s.metadata,
-                               set_title=True, set_system=True, set_meta=True)
+                               set_title=True, set_system=True, set_meta=True, new=True)
     return pk

@@ -122,6 +122,18 @@ class PostgresEngine(Engine):
         try:
             version = engine._guard(lambda: postgres_schema.current_version(conn))
             postgres_schema.check_version(version, engine.location)
+            if version == 0:
+                # Someone else's tables under our names are refused by every command, as
+                # SQLite refuses someone else's file, not read as an empty store...
+                try:
+                    engine._guard(lambda: postgres_schema.check_not_foreign(conn, engine.location))
+                except StorageError:
+                    # ...unless they are ours after all: a process beside us committed its
+                    # first migration step between the version read and this one.
+                    version = engine._guard(lambda: postgres_schema.current_version(conn))
+                    if version == 0:
+                        raise
+                    postgres_schema.check_version(version, engine.location)
             if version == 0 and not create:
                 conn.close()
                 return None
@@ -140,7 +152,7 @@ class PostgresEngine(Engine):
         try:
             params = conninfo_to_dict(url)
         except self.psycopg.ProgrammingError as exc:
-            raise UsageError(f"malformed PostgreSQL URL {self.location}: {self._scrub(str(exc))}") from None
+            raise UsageError(f"malformed PostgreSQL URL {self.location}: {self.describe_error(exc)}") from None
         kwargs: dict[str, Any] = {}
         if "prepare_threshold" in params:
             value = str(params.pop("prepare_threshold")).strip().lower()
@@ -260,14 +272,28 @@ class PostgresEngine(Engine):
     def for_doctor(cls, config: Config) -> tuple[PostgresEngine | None, tuple[str, str, int] | None]:
         engine = cls(config)
         conn = engine._connect()
-        engine._guard(lambda: conn.execute("SET default_transaction_read_only = on"))
+        try:
+            engine._guard(lambda: conn.execute("SET default_transaction_read_only = on"))
+            tables = engine._guard(lambda: engine.table_names(conn))
+        except BaseException:
+            conn.close()
+            raise
+        if not tables & postgres_schema.TABLES:
+            # As a missing SQLite file: nothing sessctl made is here yet (someone else's
+            # tables beside ours are allowed: one database may serve several programs).
+            conn.close()
+            return None, ("warn", f"{engine.location} holds no sessctl tables yet: nothing to check "
+                                  "(sessctl creates them on first write)", 0)
         engine.adopt(conn)
         return engine, None
 
     def integrity(self, conn: Any, *, quick: bool, limit: int = 20) -> tuple[str, str, list[str]] | None:
         """The server keeps its own pages consistent; what can go wrong under us is an
         index left invalid (a failed concurrent build) or a constraint dropped or never
-        validated, which would let the rules the store relies on slip."""
+        validated, which would let the rules the store relies on slip. A schema sessctl
+        did not make has nothing of ours to check (the schema check says what it is)."""
+        if postgres_schema.current_version(conn) == 0:
+            return ("no sessctl schema to check", "", [])
         problems = [
             f"index {name} is not valid (rebuild it: REINDEX INDEX {name})"
             for (name,) in conn.execute(
@@ -296,8 +322,7 @@ class PostgresEngine(Engine):
         return version, recorded, []
 
     def table_names(self, conn: Any) -> set[str]:
-        return {r[0] for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+        return {r[0] for r in conn.execute(postgres_schema.TABLES_HERE)}
 
     @property
     def setup_note(self) -> str:  # type: ignore[override]

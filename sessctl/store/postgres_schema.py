@@ -152,6 +152,10 @@ MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("search index", _m005_search_index),
 ]
 LATEST = len(MIGRATIONS)
+# The tables sessctl makes (schema_migrations aside); a schema holding any of them that
+# sessctl did not make is someone else's.
+TABLES = frozenset({"keyring", "sessions", "messages", "message_bodies", "session_meta_index", "message_search",
+                    "search_backlog"})
 
 _RECORD_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version integer PRIMARY KEY,
@@ -164,11 +168,20 @@ _RECORD_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
 MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '/sessctl-migrate'))"
 
 
+# The tables of the connection's current schema, from the catalog: information_schema's
+# views cost several milliseconds a query, and every command asks on opening.
+TABLES_HERE = ("SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+               "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')")
+
+
 def current_version(conn: Any) -> int:
     """Steps applied; 0 when there is no sessctl schema here yet."""
+    # A scan of pg_class, not to_regclass(): that goes through this backend's catalog
+    # cache, which may not yet know of a table another process has just committed (seen
+    # while two processes migrate a new schema at once).
     row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM information_schema.tables "
-        "WHERE table_schema = current_schema() AND table_name = 'schema_migrations')"
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relname = 'schema_migrations')"
     ).fetchone()
     if not row[0]:
         return 0
@@ -181,13 +194,7 @@ def check_version(version: int, where: object) -> None:
 
 def check_not_foreign(conn: Any, where: object) -> None:
     """Refuse a schema whose tables look like ours but were not made by sessctl."""
-    ours = {"keyring", "sessions", "messages", "message_bodies", "session_meta_index", "message_search",
-            "search_backlog"}
-    clash = sorted(
-        r[0] for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
-        if r[0] in ours
-    )
+    clash = sorted(r[0] for r in conn.execute(TABLES_HERE) if r[0] in TABLES)
     if clash:
         raise StorageError(
             f"{where}: schema {current_schema(conn)!r} already has tables named {', '.join(clash[:3])} "
