@@ -186,7 +186,9 @@ def run(group: click.Group, argv: list[str], prog_name: str, debug: bool, **extr
                 psycopg is not None and isinstance(exc, psycopg.Error)):
             # A database error the store did not expect: still the storage's, exit 7,
             # on one line (PostgreSQL's messages span several).
-            _error("storage error: " + " ".join(str(exc).split()))
+            from sessctl.config import mask_secrets
+
+            _error("storage error: " + mask_secrets(" ".join(str(exc).split())))
             return ExitStatus.STORAGE
         _error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
         return ExitStatus.ERROR

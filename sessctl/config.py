@@ -181,6 +181,15 @@ class Database:
 
 
 _PG_SCHEMES = ("postgresql://", "postgres://")
+# Every password seen in a database URL in this process, so the last-resort error
+# printer (cli.run) can mask it in a driver message it did not expect.
+_SECRETS: set[str] = set()
+
+
+def mask_secrets(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
 
 
 def parse_database(value: str | os.PathLike[str], what: str = "--db") -> Database:
@@ -255,6 +264,7 @@ def _parse_pg_url(url: str, what: str) -> Database:
             continue
         shown_query.append(f"{key}={quote(val, safe='/:,-._~=')}")
     display = urlunsplit((parts.scheme, netloc, parts.path, "&".join(shown_query), ""))
+    _SECRETS.update(s for s in secrets if s)
     return Database("postgresql", display, url=url, secrets=tuple(s for s in secrets if s))
 
 

@@ -169,10 +169,7 @@ class PostgresEngine(Engine):
             raw = self.psycopg.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
         except self.psycopg.Error as exc:
             raise StorageError(f"cannot connect to {self.location}: {self.describe_error(exc)}") from None
-        conn = PgConn(raw)
-        timeout = int(self.config.busy_timeout_ms)
-        self._guard(lambda: conn.execute(f"SET lock_timeout = {timeout}"))
-        return conn
+        return PgConn(raw)
 
     def _guard(self, fn: Any) -> Any:
         """Run fn, turning a driver error into a one-line StorageError (exit 7)."""
@@ -197,9 +194,11 @@ class PostgresEngine(Engine):
         return conn.raw.info.transaction_status != self.psycopg.pq.TransactionStatus.IDLE
 
     def _begin_write(self, conn: PgConn, durable: bool = True) -> None:
-        conn.execute("BEGIN")
-        if not durable:
-            conn.execute("SET LOCAL synchronous_commit = off")
+        # SET LOCAL, with BEGIN in one round trip: the settings end with the transaction,
+        # so behind PgBouncer in transaction mode they neither leak to another client
+        # nor get lost on a server connection this client did not set up.
+        extra = "" if durable else "; SET LOCAL synchronous_commit = off"
+        conn.execute(f"BEGIN; SET LOCAL lock_timeout = {int(self.config.busy_timeout_ms)}{extra}")
 
     def _begin_read(self, conn: PgConn) -> None:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
