@@ -83,6 +83,9 @@ def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
     monkeypatch.setenv("XDG_DATA_HOME", str(p.data))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(p.config_dir))
     monkeypatch.setenv("NO_COLOR", "1")
+    # A test that writes a relative path (a config's `db = "x"`, `export -o out`) writes
+    # it here, never into the checkout.
+    monkeypatch.chdir(tmp_path)
     return p
 
 

@@ -64,3 +64,16 @@ def test_every_command_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in COMMANDS:
         assert f"sessctl {name}" in readme, name
+
+
+def test_the_checkout_holds_only_what_belongs_to_it() -> None:
+    """Nothing a run leaves behind (a database, a key, a file named by generated input)
+    gets committed: every tracked file at the top is one the project means to have."""
+    import subprocess
+
+    r = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("not a git checkout")
+    top = {line.split("/", 1)[0] for line in r.stdout.splitlines()}
+    assert top <= {".ci", ".gitignore", "README.md", "pyproject.toml", "sessctl", "tests", "bench", "man",
+                   "completions", "examples"}, sorted(top)

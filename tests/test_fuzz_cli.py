@@ -32,7 +32,13 @@ def _invoke(home: Path, args: list[str], stdin: bytes | str | None = None,
             env: dict[str, str] | None = None) -> tuple[int, str, str]:
     base = {"XDG_DATA_HOME": str(home / "data"), "XDG_CONFIG_HOME": str(home / "config"),
             "HOME": str(home), "SESSCTL_DB": str(home / "data" / "s.db"), "NO_COLOR": "1"}
-    r = CliRunner().invoke(cli, args, input=stdin, env={**base, **(env or {})}, catch_exceptions=True)
+    home.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(home)  # relative paths in generated input (a config's `db = "30d"`) land here
+    try:
+        r = CliRunner().invoke(cli, args, input=stdin, env={**base, **(env or {})}, catch_exceptions=True)
+    finally:
+        os.chdir(cwd)
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception  # a crash past the CLI's own handling is a bug too
     return r.exit_code, r.stdout, r.stderr
