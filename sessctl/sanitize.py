@@ -161,7 +161,7 @@ class Sanitizer:
         self._allow = tuple(a for a in allow if a)
         self._allow_patterns = allow_patterns
         self._scanners = tuple(fn for rules, fn in _r.SCANNERS if self._on.intersection(rules))
-        self._dispatch: _r.Dispatch | None = None
+        self._tables: _r.Tables | None = None  # built on the first sanitize
 
     @classmethod
     def from_config(cls, table: Mapping[str, Any] | None) -> Sanitizer:
@@ -249,10 +249,9 @@ class Sanitizer:
     def _find(self, text: str) -> list[_r.Hit]:
         v = _r.Views(text)
         hits: list[_r.Hit] = []
-        if self._dispatch is None:
-            self._dispatch = _r.build_dispatch(self._on, self._prio)
-        if self._dispatch:
-            _r.scan_tokens(v, self._dispatch, hits)
+        if self._tables is None:
+            self._tables = _r.build_tables(self._on, self._prio)
+        _r.scan_tokens(v, self._tables, hits)
         for scan in self._scanners:
             scan(v, self._on, self._prio, hits)
         for c in self._custom_on:
@@ -341,7 +340,9 @@ _REACH = 48
 # A marker hides nothing unless a token continues right after or before it, or digits
 # (a spaced card, IBAN or phone number) stand within a few characters of it.
 _GLUED_AFTER = re.compile(r"[\w+/=.:@-]|[ \t(]{1,2}[+\d]")
-_GLUED_BEFORE = re.compile(r"[\w+/=.:@-]\Z|\d")  # rescan this far around a marker: the longest spaced match (an IBAN) fits
+# Only a token character right before a marker can have continued into what it hid
+# ("=" and ":" end a token: KEY=[REDACTED] and key: [REDACTED] hide nothing).
+_GLUED_BEFORE = re.compile(r"[\w+/.@-]\Z|\d")
 
 
 def _windows(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
