@@ -213,7 +213,7 @@ P = _Lazy(
     ssn_ctx=rb"ssn(?<![a-z]ssn)[ \t]*(?:[:#=-]|is|no\.?)?[ \t]*([0-9]{3}[ ]?[0-9]{2}[ ]?[0-9]{4})(?![0-9-])",
     ssn_ctx2=rb"social security(?: number| no\.?| #)?[ \t]*(?:[:#=-]|is)?[ \t]*([0-9]{3}[ ]?[0-9]{2}[ ]?[0-9]{4})(?![0-9-])",
     # Structure rules, on the class view: literal digit shapes.
-    card=rb"0000000000000(?<![0Aa_.+-]0000000000000)0*",
+    card=rb"0000000000000(?<![0Aa_.+/-]0000000000000)0*",
     # Grouped by one kind of separator throughout (the back-reference), one pass for both.
     card_grouped=(rb"0000(?P<sep>[ -])0(?<![0Aa_.+-]0000[ -]0)"
                   rb"(?:000(?P=sep)0000(?P=sep)0{1,4}(?:(?P=sep)000)?|00000(?P=sep)0{4,5})"),
@@ -270,6 +270,8 @@ S = _Lazy(
     # Words that mark a value as a documented stand-in rather than a credential.
     stand_in=r"(?i)example|sample|dummy|placeholder|changeme|change_me|redacted|your[_-]|fake|x{5}|0{8}|1234567890",
     ident=r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*",
+    # Words run together: a type or class name (PKCS7PrivateKeyTypes), not random.
+    code_words=r"(?:[A-Z]{2,}[0-9]*(?![a-z])|[A-Z]?[a-z]{2,}[0-9]*|[A-Z][a-z]?[0-9]+|_)+",
     cut=r"[,;&(){}\[\]<>]",
     cut_query=r"[&#]",
     retina=r"[0-9]{1,2}x",
@@ -733,7 +735,16 @@ def _generic_value(v: Views, s: int, e: int, quoted: bool) -> bool:
         return False
     if value[0] in "/$%{<@" or "://" in value or (not quoted and v.b[e:e + 1] in (b"(", b"[")):
         return False
+    if not quoted and (all(S.code_words.fullmatch(part) for part in value.split(".")) or _in_signature(v.b, s)):
+        return False  # private_key: PKCS7PrivateKeyTypes (a type), def f(token: TokenV2): code
     return True
+
+
+def _in_signature(b: bytes, pos: int) -> bool:
+    """Is pos in a parameter list: "(" on its line before it and no ")" between?"""
+    ls = b.rfind(b"\n", 0, pos) + 1
+    op = b.rfind(b"(", ls, pos)
+    return op >= 0 and b.find(b")", op, pos) < 0
 
 
 def _docker_auth(v: Views, s: int, e: int, prio: int, out: list[Hit]) -> int:
@@ -825,7 +836,8 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
                 return None
             tight = low[kw_end:vs].strip(b"\"'`") in (b"=", b":")
             rest = low[ve:ve + 64].split(b"\n", 1)[0].strip()  # bounded: no rescanning long lines
-            yaml_like = op == b":" and (not rest or rest[:1] in (b",", b"}", b"#"))
+            yaml_like = (op == b":" and (not rest or rest[:1] in (b",", b"}", b"#"))
+                         and not _in_signature(v.b, key_start))  # def f(shrink_pass: PassKind,
             at_col0 = key_start == 0 or low[key_start - 1] == 0x0A  # INI keys start lines
             ini = at_col0 and op == b"=" and v.in_ini_section(key_start)
             if not (flag or query or yaml_like or ini or (line_start and tight and op == b"=")):
@@ -900,6 +912,8 @@ def scan_auth(v: Views, bearer: int | None, basic: int | None, okta: int | None,
             if decoded and b":" in decoded and all(32 <= c < 127 for c in decoded):
                 out.append((s, e, basic))
         elif scheme not in _SIGNED_SCHEMES and bearer is not None:
+            if scheme is None and (S.ident.fullmatch(value) or text[e:e + 1] in ("(", "[", ".")):
+                continue  # authorization = base64.decodebytes(...): code, not a credential
             if len(value) >= 12 and _opaque(v, s, e) and not S.placeholder.fullmatch(value):
                 out.append((s, e, okta if scheme == b"ssws" and okta is not None else bearer))
 
@@ -997,7 +1011,7 @@ def scan_cards(v: Views, prio: int, out: list[Hit]) -> None:
         e = P.run0.match(cls, s).end()  # the whole digit run: its inside is never revisited
         # Unseparated, only 13-16 digits: 17-19 are rare on cards but common as 64-bit
         # integers (hashes, ids), of which ~4% pass the issuer and Luhn checks.
-        if (13 <= e - s <= 16 and (s == 0 or cls[s - 1] not in b"0Aa_.+-")
+        if (13 <= e - s <= 16 and (s == 0 or cls[s - 1] not in b"0Aa_.+-/")  # /feature/5068609911521280: an id
                 and not _digit_after(cls, e, b".-") and _card_ok(text[s:e])):
             out.append((s, e, prio))
         s = find(b"0000000000000", e)

@@ -378,7 +378,10 @@ _snippet = st.sampled_from(_TEXTS).flatmap(
 # specially (assignments, token and base64 characters, quotes, digits).
 _glue = st.sampled_from(["", " ", "\n", "\t", "=", ":", "-", "_", ".", "/", "+", "@", '"', "'", "=\"", ": ",
                          "--", "~", "$", "0", "1 ", "A", "[", "]"])
-_PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+# Derandomized and without an example database: the same examples on every run, and
+# no .hypothesis directory in the work tree.
+_PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+                     database=None)
 
 
 @_PROPERTY
