@@ -308,11 +308,15 @@ _T = rb"[A-Za-z0-9_-]"
 _HEX_UUID = rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
-class TokenFormat(NamedTuple):
-    rule: str
-    keys: tuple[bytes, ...]  # the token's first two characters
-    pattern: bytes           # matched at the token's start, on the plain (ASCII) view
-    check: str               # a check in sanitize_rules._CHECKS
+class TokenFormat:
+    """rule; keys: the token's first two characters; pattern: matched at the token's
+    start, on the plain (ASCII) view; check: a check in sanitize_rules._CHECKS.
+    (A plain class: a NamedTuple costs half a millisecond to define at import.)"""
+
+    __slots__ = ("rule", "keys", "pattern", "check")
+
+    def __init__(self, rule: str, keys: tuple[bytes, ...], pattern: bytes, check: str) -> None:
+        self.rule, self.keys, self.pattern, self.check = rule, keys, pattern, check
 
 
 # Several formats may share a key; they are tried in this order.
@@ -458,11 +462,14 @@ TAILS: tuple[tuple[str, bytes, bytes, tuple[int, ...]], ...] = (
 
 # -------------------------------------------------------------------- key shapes
 
-class KeyedFormat(NamedTuple):
-    rule: str
-    words: tuple[str, ...]  # a key holding one of these words (or two adjacent ones joined) selects it
-    shape: str              # the whole value must match (case-sensitive unless (?i))
-    check: str = "random"
+class KeyedFormat:
+    """rule; words: a key holding one of these words (or two adjacent ones joined)
+    selects it; shape: the whole value must match (case-sensitive unless (?i))."""
+
+    __slots__ = ("rule", "words", "shape", "check")
+
+    def __init__(self, rule: str, words: tuple[str, ...], shape: str, check: str = "random") -> None:
+        self.rule, self.words, self.shape, self.check = rule, words, shape, check
 
 
 _UUID_S = r"(?i:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"

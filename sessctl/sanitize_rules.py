@@ -48,7 +48,7 @@ import binascii
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 from sessctl import sanitize_catalog as _c
 from sessctl.sanitize_catalog import RULES, RuleSpec
@@ -426,19 +426,26 @@ class _Format:
         return first
 
 
-class Tables(NamedTuple):
+class Tables:
     """What the token pass looks up, built once per Sanitizer from the enabled rules."""
 
-    prefix: dict[bytes, list[_Format]]                 # first two characters -> formats
-    infix: tuple[tuple[bytes, int, _Format], ...]      # literal inside, offset of the start
-    tail: tuple[tuple[bytes, _Format], ...]            # literal at (or near) the end
-    keyed: dict[str, list[_Format]]                    # key word -> value shapes
-    tail_lengths: frozenset[int]                       # run lengths the tails can have
-    exact: dict[bytes, int]                            # exact key spelling -> rule
-    header: int | None                                 # api_key_header
-    generic: int | None                                # secret_assignment
-    basic: int | None                                  # basic_auth (docker "auth")
-    any_keyed: bool                                    # is any key-context rule on
+    __slots__ = ("prefix", "infix", "tail", "keyed", "tail_lengths", "exact", "header", "generic", "basic",
+                 "any_keyed")
+
+    def __init__(self, prefix: dict[bytes, list[_Format]], infix: tuple[tuple[bytes, int, _Format], ...],
+                 tail: tuple[tuple[bytes, _Format], ...], keyed: dict[str, list[_Format]],
+                 tail_lengths: frozenset[int], exact: dict[bytes, int], header: int | None,
+                 generic: int | None, basic: int | None) -> None:
+        self.prefix = prefix              # first two characters -> formats
+        self.infix = infix                # literal inside, offset of the start
+        self.tail = tail                  # literal at (or near) the end
+        self.keyed = keyed                # key word -> value shapes
+        self.tail_lengths = tail_lengths  # run lengths the tails can have
+        self.exact = exact                # exact key spelling -> rule
+        self.header = header              # api_key_header
+        self.generic = generic            # secret_assignment
+        self.basic = basic                # basic_auth (docker "auth")
+        self.any_keyed = bool(keyed or exact) or header is not None or generic is not None or basic is not None
 
 
 def build_tables(on: Collection[str], prio: dict[str, int]) -> Tables:
@@ -463,9 +470,8 @@ def build_tables(on: Collection[str], prio: dict[str, int]) -> Tables:
     def p(rule: str) -> int | None:
         return prio[rule] if rule in on else None
 
-    header, generic, basic = p("api_key_header"), p("secret_assignment"), p("basic_auth")
-    any_keyed = bool(keyed or exact) or header is not None or generic is not None or basic is not None
-    return Tables(prefix, infix, tail, keyed, tail_lengths, exact, header, generic, basic, any_keyed)
+    return Tables(prefix, infix, tail, keyed, tail_lengths, exact, p("api_key_header"), p("secret_assignment"),
+                  p("basic_auth"))
 
 
 def token_rules() -> frozenset[str]:
@@ -653,20 +659,27 @@ def _keyed_value(v: Views, t: Tables, keys: dict[bytes, _KeyInfo], s: int, run_e
     return _classify(v, t, info, vs, ve, qe, op[:1] in (b":", b","), out), ve
 
 
-class _KeyInfo(NamedTuple):
+class _KeyInfo:
     """What a key name says about the value assigned to it."""
 
-    skip: bool                      # nothing to find: no rule for it, or a password (the password rule's)
-    exact: int | None               # a rule for this exact spelling (_authToken, auth)
-    formats: tuple[_Format, ...]    # provider formats the key names, best first
-    header: bool                    # an API-key header name
-    generic: bool                   # a secret's name (token, client_secret, apiKey, ...)
+    __slots__ = ("skip", "exact", "formats", "header", "generic")
+
+    def __init__(self, skip: bool, exact: int | None, formats: tuple[_Format, ...], header: bool,
+                 generic: bool) -> None:
+        self.skip = skip          # nothing to find: no rule for it, or a password (the password rule's)
+        self.exact = exact        # a rule for this exact spelling (_authToken, auth)
+        self.formats = formats    # provider formats the key names, best first
+        self.header = header      # an API-key header name
+        self.generic = generic    # a secret's name (token, client_secret, apiKey, ...)
+
+
+_NOTHING = _KeyInfo(True, None, (), False, False)
 
 
 def _key_info(t: Tables, key: bytes) -> _KeyInfo:
     words = [w.decode().lower() for w in P.key_words.findall(key)]
     if not words or any("pass" in w or w == "pwd" for w in words):
-        return _KeyInfo(True, None, (), False, False)
+        return _NOTHING
     bare = key.lstrip(b"$")
     glued = "".join(words)
     cands = set(words)
@@ -687,7 +700,7 @@ def _key_info(t: Tables, key: bytes) -> _KeyInfo:
                     or (len(words) == 1 and glued.endswith(("secret", "token", "apikey", "secretkey", "accesskey")))))
     exact = t.exact.get(bare)
     if not (formats or header or generic or exact is not None):
-        return _KeyInfo(True, None, (), False, False)
+        return _NOTHING
     return _KeyInfo(False, exact, tuple(formats), header, generic)
 
 
