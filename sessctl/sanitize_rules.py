@@ -258,6 +258,7 @@ P = _Lazy(
 # Checks on the original str, also compiled on first use.
 S = _Lazy(
     digit=r"[0-9]",
+    digit_run=r"[0-9]+",
     letter=r"[A-Za-z]",
     field_name=r"(?i)[a-z_]*(?:pass|pwd)[a-z_]*",
     hex32=r"[0-9a-f]{32,}",
@@ -270,8 +271,10 @@ S = _Lazy(
     # Words that mark a value as a documented stand-in rather than a credential.
     stand_in=r"(?i)example|sample|dummy|placeholder|changeme|change_me|redacted|your[_-]|fake|x{5}|0{8}|1234567890",
     ident=r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*",
-    # Words run together: a type or class name (PKCS7PrivateKeyTypes), not random.
-    code_words=r"(?:[A-Z]{2,}[0-9]*(?![a-z])|[A-Z]?[a-z]{2,}[0-9]*|[A-Z][a-z]?[0-9]+|_)+",
+    # Capitalised words run together: a type or class name (PKCS7PrivateKeyTypes,
+    # sshPublicKey, Ed25519PrivateKey). Random tokens almost never split this way.
+    type_name=r"(?:[a-z]{1,12}[0-9]*)?(?:[A-Z]{2,}[0-9]*(?![a-z])|[A-Z][a-z]+[0-9]*|[A-Z][a-z]?[0-9]+|_)+",
+    module_name=r"[a-z_][a-z0-9_]{0,15}",
     cut=r"[,;&(){}\[\]<>]",
     cut_query=r"[&#]",
     retina=r"[0-9]{1,2}x",
@@ -579,6 +582,8 @@ def _chained(v: Views, prefix: dict[bytes, list[_Format]], infix: tuple[tuple[by
 
 
 _QUOTES = b"\"'`"
+# Type names between a declared name and its value (Go, TypeScript, Kotlin, Swift).
+_TYPE_WORDS = frozenset((b"string", b"String", b"str", b"bytes", b"any", b"text", b"Text"))
 _OPS = frozenset(b"=:>,(")
 # What may stand right before a value that is assigned to a key (when the value does
 # not begin earlier, with a "." "/" "+" "~" that the run starts after).
@@ -615,13 +620,15 @@ def _keyed_value(v: Views, t: Tables, keys: dict[bytes, _KeyInfo], s: int, run_e
     head = v.b[vs - 100 if vs > 100 else 0:vs]
     quote = head[-1:] if head[-1:] in (b'"', b"'", b"`") else b""
     rest = head[:-1].rstrip(b"\\").rstrip(b" \t") if quote else head.rstrip(b" \t")
+    if rest[-1:] == b"\n" and rest.rstrip()[-1:] == b">":  # <key>\n    value\n</key>
+        rest = rest.rstrip()
     op = rest[len(rest.rstrip(b"=:!?+.>,(")):]
     if op:
-        if len(op) > 3 or op[-1:] not in b"=:>,(" or (op[-1:] == b"(" and len(op) > 1):
+        if len(op) > 4 or op[-1:] not in b"=:>,(" or (op[-1:] == b"(" and len(op) > 1):  # ... :::= (make)
             return -1, ve
         rest = rest[:-len(op)].rstrip(b" \t").rstrip(b"])").rstrip(b"\"'`").rstrip(b"\\")
-    elif quote or len(rest) == len(head) or not rest:
-        return -1, ve  # glued to what stands before it, or a quoted word in prose
+    elif len(rest) == len(head) or not rest or rest[-1:] in b"\r\n":
+        return -1, ve  # glued to what stands before it, or the first word of a line
     key_e = vs - (len(head) - len(rest))
     key_s = val.rfind(b" ", key_e - 64 if key_e > 64 else 0, key_e) + 1
     if key_s == 0 and key_e > 64:
@@ -633,6 +640,11 @@ def _keyed_value(v: Views, t: Tables, keys: dict[bytes, _KeyInfo], s: int, run_e
         return -1, ve  # a marker's rule name is no key: sanitizing twice must change nothing
     if op == b">" and b[key_e - len(key) - 1:key_e - len(key)] != b"<":
         return -1, ve  # ">" is an assignment only as the end of an XML tag <key>
+    if key in _TYPE_WORDS:  # var apiToken string = "...", apiToken: string = "...": the name is before
+        lo = key_e - len(key) - 80 if key_e - len(key) > 80 else 0
+        before = b[lo:key_e - len(key)].rstrip(b" \t").rstrip(b":").rstrip(b" \t")
+        key = before[len(before.rstrip(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")):]
+        key_s = lo + len(before) - len(key)
     if key in (b"value", b"Value", b"VALUE"):  # {"name": "API_TOKEN", "value": "..."} (Kubernetes env)
         nm = P.value_name.search(b, key_e - 125 if key_e > 125 else 0, key_e - 5)
         key = nm.group(1) if nm is not None else key
@@ -648,7 +660,7 @@ def _keyed_value(v: Views, t: Tables, keys: dict[bytes, _KeyInfo], s: int, run_e
     literal = bool(quote) or op[:1] in (b":", b">", b"") or (op == b"=" and key_e + 1 == vs)
     if not literal and op == b"=" and (key_s == 0 or b[key_s - 1] == 0x0A):
         literal = v.in_ini_section(key_s)
-    if not literal and S.ident.fullmatch(v.text, vs, ve):
+    if not literal and S.ident.fullmatch(v.text, vs, ve) and not _random_name(v.text[vs:ve]):
         return -1, ve  # token = someVariable2, secret = config.api.secret: code
     # The value proper, for the generic rule: a quoted string runs to its closing quote.
     qe = -1
@@ -657,6 +669,13 @@ def _keyed_value(v: Views, t: Tables, keys: dict[bytes, _KeyInfo], s: int, run_e
         if close >= 0 and b.find(b"\n", vs, close) < 0:
             qe = close - 1 if b[close - 1] == 0x5C else close  # \"value\" in escaped JSON
     return _classify(v, t, info, vs, ve, qe, op[:1] in (b":", b","), out), ve
+
+
+def _random_name(value: str) -> bool:
+    """Does an identifier-shaped value look generated rather than named? Names switch
+    between letters and digits once or twice (sha256Digest, accessTokenV2); random
+    strings of 16+ letters and digits switch several times (l0eyi3n9b2r89v0v...)."""
+    return len(S.digit_run.findall(value)) >= 3 and not S.type_name.fullmatch(value)
 
 
 class _KeyInfo:
@@ -748,9 +767,16 @@ def _generic_value(v: Views, s: int, e: int, quoted: bool) -> bool:
         return False
     if value[0] in "/$%{<@" or "://" in value or (not quoted and v.b[e:e + 1] in (b"(", b"[")):
         return False
-    if not quoted and (all(S.code_words.fullmatch(part) for part in value.split(".")) or _in_signature(v.b, s)):
+    if not quoted and (_code_name(value) or _in_signature(v.b, s)):
         return False  # private_key: PKCS7PrivateKeyTypes (a type), def f(token: TokenV2): code
     return True
+
+
+def _code_name(value: str) -> bool:
+    """A type name, or a dotted path of module and type names (rsa.RSAPrivateKey)."""
+    parts = value.split(".")
+    return bool(S.type_name.fullmatch(parts[-1])) and all(
+        S.module_name.fullmatch(p) or S.type_name.fullmatch(p) for p in parts[:-1])
 
 
 def _in_signature(b: bytes, pos: int) -> bool:
