@@ -191,9 +191,7 @@ P = _Lazy(
     # padding. Prose words are shorter, so the prose after a cut paste survives.
     pem_body=(rb"(?:(?:\s+|(?:\\r)?\\n)(?:[A-Za-z0-9+/=]{16,}|[A-Za-z0-9+/]{1,15}={1,2})"
               rb"(?![A-Za-z0-9+/=]))*"),
-    # The SSH.com / Tectia format and PuTTY's .ppk, whose private part is counted lines.
-    ssh2_block=(rb"---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----(?:\r?\n[^\r\n]{1,200}){1,200}?"
-                rb"\r?\n---- END SSH2 ENCRYPTED PRIVATE KEY ----"),
+    # PuTTY's .ppk, whose private part is counted lines.
     putty_lines=rb"Private-Lines: ([0-9]{1,3})\r?\n",
     # Context rules, on the lower-cased view.
     aws_secret=rb"secret[ _-]?((?:access[ _-]?)?)key" + _SEP + rb"([a-z0-9/+]{40})(?![a-z0-9/+=])",
@@ -242,6 +240,7 @@ P = _Lazy(
     k8s_json_entry=rb"[ \t\r\n]*\"[A-Za-z0-9_.-]{1,253}\"[ \t]*:[ \t]*\"((?:[^\"\\\r\n]|\\.){1,4096})\"[ \t\r\n]*,?",
     # Azure SAS: the query around a sig= parameter.
     sas_query=rb"[?&]([a-z]{2,4})=([^&\s\"'<>#]{1,400})",
+    sas_end=rb"[\s\"'<>#]",
     # IP addresses (opt-in rule): dotted quads, and IPv6 with "::" or eight groups.
     ipv4=rb"(?<![0-9A-Za-z.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9]|\.[0-9])",
     ipv6=(rb"(?<![0-9A-Fa-f:.])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![0-9A-Za-z:])"
@@ -271,9 +270,13 @@ S = _Lazy(
     # Words that mark a value as a documented stand-in rather than a credential.
     stand_in=r"(?i)example|sample|dummy|placeholder|changeme|change_me|redacted|your[_-]|fake|x{5}|0{8}|1234567890",
     ident=r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*",
-    # Capitalised words run together: a type or class name (PKCS7PrivateKeyTypes,
-    # sshPublicKey, Ed25519PrivateKey). Random tokens almost never split this way.
-    type_name=r"(?:[a-z]{1,12}[0-9]*)?(?:[A-Z]{2,}[0-9]*(?![a-z])|[A-Z][a-z]+[0-9]*|[A-Z][a-z]?[0-9]+|_)+",
+    # The words of a type or class name (PKCS7PrivateKeyTypes, sshPublicKey,
+    # Ed25519PrivateKey): an optional lower-case head, then capitalised words, acronyms
+    # and digits. Used with findall and a check that the parts cover the value: a
+    # fullmatch of these overlapping alternatives repeated would backtrack
+    # exponentially on a value that fails.
+    type_head=r"[a-z]{1,12}[0-9]*",
+    type_part=r"[A-Z]{2,}[0-9]*(?![a-z])|[A-Z][a-z]+[0-9]*|[A-Z][a-z]?[0-9]+|_",
     module_name=r"[a-z_][a-z0-9_]{0,15}",
     cut=r"[,;&(){}\[\]<>]",
     cut_query=r"[&#]",
@@ -675,7 +678,7 @@ def _random_name(value: str) -> bool:
     """Does an identifier-shaped value look generated rather than named? Names switch
     between letters and digits once or twice (sha256Digest, accessTokenV2); random
     strings of 16+ letters and digits switch several times (l0eyi3n9b2r89v0v...)."""
-    return len(S.digit_run.findall(value)) >= 3 and not S.type_name.fullmatch(value)
+    return len(S.digit_run.findall(value)) >= 3 and not _type_name(value)
 
 
 class _KeyInfo:
@@ -772,16 +775,25 @@ def _generic_value(v: Views, s: int, e: int, quoted: bool) -> bool:
     return True
 
 
+def _type_name(word: str) -> bool:
+    """Capitalised words run together (see S.type_part). Random tokens almost never
+    split this way: a lone lower-case letter between capitals or digits breaks it."""
+    head = S.type_head.match(word)
+    rest = word[head.end():] if head else word
+    return bool(rest) and "".join(S.type_part.findall(rest)) == rest
+
+
 def _code_name(value: str) -> bool:
     """A type name, or a dotted path of module and type names (rsa.RSAPrivateKey)."""
     parts = value.split(".")
-    return bool(S.type_name.fullmatch(parts[-1])) and all(
-        S.module_name.fullmatch(p) or S.type_name.fullmatch(p) for p in parts[:-1])
+    return _type_name(parts[-1]) and all(S.module_name.fullmatch(p) or _type_name(p) for p in parts[:-1])
 
 
 def _in_signature(b: bytes, pos: int) -> bool:
-    """Is pos in a parameter list: "(" on its line before it and no ")" between?"""
-    ls = b.rfind(b"\n", 0, pos) + 1
+    """Is pos in a parameter list: "(" on its line (within 200 characters: a bound, so
+    a huge line costs no more per candidate) before it and no ")" between?"""
+    lo = pos - 200 if pos > 200 else 0
+    ls = b.rfind(b"\n", lo, pos) + 1 or lo
     op = b.rfind(b"(", ls, pos)
     return op >= 0 and b.find(b")", op, pos) < 0
 
@@ -1282,9 +1294,17 @@ def _putty(v: Views, prio: int, out: list[Hit]) -> None:
 def scan_private_keys(v: Views, prio: int, out: list[Hit]) -> None:
     scan_pem(v, prio, out)
     b = v.b
-    if b"---- BEGIN SSH2 ENCRYPTED" in b:
-        for m in _at(b, b"---- BEGIN SSH2", P.ssh2_block):
-            out.append((m.start(), m.end(), prio))
+    begin, end = b"---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----", b"---- END SSH2 ENCRYPTED PRIVATE KEY ----"
+    i = b.find(begin)
+    e = b.find(end, i) if i >= 0 else -1
+    while i >= 0 and e >= 0:
+        nxt = b.find(begin, i + len(begin), e)
+        if nxt < 0:  # the BEGIN nearest its END is the block (an earlier one was cut short)
+            out.append((i, e + len(end), prio))
+            i = b.find(begin, e)
+            e = b.find(end, i) if i >= 0 else -1
+        else:
+            i = nxt
     if b"PuTTY-User-Key-File-" in b:
         _putty(v, prio, out)
 
@@ -1460,16 +1480,17 @@ def scan_k8s_secret(v: Views, prio: int, out: list[Hit]) -> None:
 
 def scan_azure_sas(v: Views, prio: int, out: list[Hit]) -> None:
     """The sig= of an Azure shared access signature: a query string that also carries
-    the service version (sv=) and an expiry or permissions (se=, sp=)."""
+    the service version (sv=) and an expiry or permissions (se=, sp=). The query is
+    read at most 600 characters back and 400 on, so a huge line costs no more."""
     b = v.b
     pos = b.find(b"sig=")
     while pos >= 0:
         if pos > 0 and b[pos - 1] in b"?&":
-            q = max(b.rfind(c, max(0, pos - 600), pos) for c in (b"?", b" ", b"\n", b'"', b"'"))
-            end = pos
-            while end < len(b) and b[end] not in b" \t\r\n\"'<>#":
-                end += 1
-            names = {m.group(1) for m in P.sas_query.finditer(b, q if q >= 0 else max(0, pos - 600), end)}
+            lo = pos - 600 if pos > 600 else 0
+            q = max(b.rfind(c, lo, pos) for c in (b"?", b" ", b"\n", b'"', b"'"))
+            m = P.sas_end.search(b, pos, pos + 400)
+            end = m.start() if m else min(len(b), pos + 400)
+            names = {m.group(1) for m in P.sas_query.finditer(b, q if q >= 0 else lo, end)}
             if b"sv" in names and (b"se" in names or b"sp" in names):
                 vs = pos + 4
                 ve = b.find(b"&", vs, end)
