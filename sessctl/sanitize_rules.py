@@ -157,7 +157,6 @@ def _at(hay: bytes, literal: bytes, rx: re.Pattern[bytes]) -> Iterator[re.Match[
             i = find(literal, m.end() if m.end() > i else i + 1)
 
 
-_T = rb"[A-Za-z0-9_-]"  # token character (base64url alphabet)
 # After a password keyword: an optional closing quote, then := => = : (group 2) or,
 # after --password, blanks (group 3), then a quoted or bare value (group 4).
 _PW_TAIL = (rb"(?![a-z0-9_])[\"'`]?[ \t]{0,16}"
@@ -168,17 +167,6 @@ _SEP = rb"""["'`]?[ \t]{0,16}(?::=|=>|=(?![=>])|:(?![:/]))[ \t]{0,16}["'`]?"""  
 
 P = _Lazy(
     run0=rb"0+",
-    # Read backwards from just before a value: the run of token, ".", "~" and "$"
-    # characters that a dotted prefix (hvs., SG., dp.pt.) stands in.
-    chain_rev=rb"[A-Za-z0-9_.~$+/-]{0,64}",
-    # Read backwards (lower-cased) from just before a value: an assignment operator
-    # (= : := => ?= += == , or "(" of a call, group 1; ">" closing an XML tag, group
-    # 2), the key's closing quote or bracket, and the key (group 3). JSON escaped in a
-    # string (\"key\": \"value\") has a backslash before each quote.
-    key_rev=(rb"\\?[ \t]{0,8}(?:(=[=!:?+.]{0,3}|>=|:{1,3}|,|\()|(>))[ \t]{0,8}[\])]?[\"'`]?\\?"
-             rb"([a-z0-9_.$-]{1,64})"),
-    # ... or a command-line flag: "--api-token VALUE" (group 1, reversed).
-    flag_rev=rb"[ \t]{1,8}([a-z0-9][a-z0-9_-]{0,40})--",
     # The words of a key name: AWS_SECRET_ACCESS_KEY, apiKey, X-Api-Key, newRelicKey.
     key_words=rb"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+",
     # Kubernetes env entries and JSON name/value pairs: the name before a "value" key.
@@ -211,7 +199,6 @@ P = _Lazy(
     ssn_ctx=rb"ssn(?<![a-z]ssn)[ \t]*(?:[:#=-]|is|no\.?)?[ \t]*([0-9]{3}[ ]?[0-9]{2}[ ]?[0-9]{4})(?![0-9-])",
     ssn_ctx2=rb"social security(?: number| no\.?| #)?[ \t]*(?:[:#=-]|is)?[ \t]*([0-9]{3}[ ]?[0-9]{2}[ ]?[0-9]{4})(?![0-9-])",
     # Structure rules, on the class view: literal digit shapes.
-    card=rb"0000000000000(?<![0Aa_.+/-]0000000000000)0*",
     # Grouped by one kind of separator throughout (the back-reference), one pass for both.
     card_grouped=(rb"0000(?P<sep>[ -])0(?<![0Aa_.+-]0000[ -]0)"
                   rb"(?:000(?P=sep)0000(?P=sep)0{1,4}(?:(?P=sep)000)?|00000(?P=sep)0{4,5})"),
@@ -480,14 +467,6 @@ def build_tables(on: Collection[str], prio: dict[str, int]) -> Tables:
                   p("basic_auth"))
 
 
-def token_rules() -> frozenset[str]:
-    """The rules the token pass can report."""
-    return frozenset(
-        [f.rule for f in _c.TOKENS] + [f.rule for _, _, f in _c.INFIXES] + [r for r, _, _, _ in _c.TAILS]
-        + [k.rule for k in _c.KEYED] + list(_c.EXACT_KEYS.values())
-        + ["api_key_header", "secret_assignment", "basic_auth"])
-
-
 _MIN_RUN = 16  # shortest token that scan_tokens looks at (a minimal JWT header is 19)
 _RUN = b"a" * _MIN_RUN
 _CHAIN = frozenset(b".~$+/")
@@ -584,10 +563,8 @@ def _chained(v: Views, prefix: dict[bytes, list[_Format]], infix: tuple[tuple[by
     return -1
 
 
-_QUOTES = b"\"'`"
 # Type names between a declared name and its value (Go, TypeScript, Kotlin, Swift).
 _TYPE_WORDS = frozenset((b"string", b"String", b"str", b"bytes", b"any", b"text", b"Text"))
-_OPS = frozenset(b"=:>,(")
 # What may stand right before a value that is assigned to a key (when the value does
 # not begin earlier, with a "." "/" "+" "~" that the run starts after).
 _BEFORE_VALUE = frozenset(b"\"'` \t=:>,(\\")
