@@ -9,53 +9,46 @@ Interface used by the rest of sessctl (keep it stable):
 
 Each match becomes `[REDACTED:<rule>]`; `counts` says how many redactions each rule
 made. Values are never kept. Overlapping matches merge into one redaction, labelled
-with the most specific rule: the order of the table below, then custom rules in the
-order of the config. Existing
-`[REDACTED:...]` markers are never matched again, so sanitizing sanitized text
-changes nothing.
+with the most specific rule: the order of `--list-rules` (provider formats before the
+generic forms, secrets before personal data), then custom rules in the order of the
+config. Existing `[REDACTED:...]` markers are never matched again, so sanitizing
+sanitized text changes nothing.
 
-Built-in rules (all on by default except `phone`):
+Built-in rules (132, all on by default except `phone` and `ip_address`; the full list,
+each with its description and a FAKE example, is `sessctl sanitize --list-rules`, and
+what each knows about its format is in sanitize_catalog.py):
 
-    pem_private_key   -----BEGIN ... PRIVATE KEY----- blocks, up to the END line (or the
-                      end of the base64 body when the END line is missing); a header
-                      with no key material after it (a constant in code) is left alone
+    provider tokens   one rule per provider format (openai_key, aws_access_key,
+                      github_token, datadog_key, vault_token, ...): a fixed prefix
+                      (sk-proj-, ghp_, hvs., dop_v1_), an infix (Q~, .atlasv1.), a
+                      suffix (-us12, NRAL) or, for formats without one, a value of the
+                      provider's length and alphabet assigned to a key naming it
+                      (DATADOG_API_KEY=..., "heroku_api_key": "..."); each token must
+                      look random (placeholders such as sk_live_xxxx... do not)
+    pem_private_key   PEM private key blocks of every kind (also cut short or
+                      JSON-escaped), SSH2 and PuTTY private keys
     jwt               eyJ... tokens whose header decodes to JSON naming alg/typ/enc
-    anthropic_key     sk-ant-...            openrouter_key   sk-or-...
-    openai_key        sk-..., sk-proj-..., sk-svcacct-..., sk-admin-... with upper case,
-                      lower case and digits, or 32+ hex (not --sk-color-primary-500)
-    google_api_key    AIza + 35             huggingface_token  hf_...
-    groq_key          gsk_...               xai_key          xai-...
-    replicate_token   r8_...                perplexity_key   pplx-...
-    aws_access_key    AKIA/ASIA/ABIA/ACCA/A3Tx + 16
-    aws_secret_key    40 characters after aws_secret_access_key / SecretAccessKey /
-                      aws_secret_key (the value only)
-    github_token      ghp_, gho_, ghu_, ghs_, ghr_, github_pat_
-    gitlab_token      glpat-, gldt-, glptt-, glrt-, glcbt-, gloas-, glsoat-, glffct-, ...
-    slack_webhook     https://hooks.slack.com/services|workflows|triggers/...
-    slack_token       xoxb-, xoxp-, xoxa-, xoxr-, xoxs-, xoxe-, xapp-
-    stripe_key        sk_live_, sk_test_, rk_live_, rk_test_, whsec_ (publishable pk_ keys
-                      are public by design and left alone)
-    twilio_key        SK + 32 hex (API key SID); the auth token / API secret after
-                      TWILIO_AUTH_TOKEN / TWILIO_API_SECRET
-    sendgrid_key      SG.<22>.<43>
-    npm_token         npm_ + 36; the value of _authToken= in .npmrc
-    pypi_token        pypi-Ag... (PyPI and TestPyPI macaroons)
-    bearer_token      the credentials after `Authorization: Bearer|token` (12+ characters
-                      with a digit: not placeholders such as AccessTokenHere)
-    basic_auth        the credentials after `Authorization: Basic`, when they decode to user:pass
-    api_key_header    the value of an x-api-key, api-key (Azure OpenAI), x-goog-api-key,
-                      x-auth-token, x-access-token or private-token header (16+ characters
-                      with a digit)
+    kubernetes_secret the values under data: / stringData: of a kind: Secret manifest
+    azure_sas_token   sig= of a URL that also carries sv= and se=/sp=
+    slack_webhook, discord_webhook, teams_webhook   webhook URLs
+    bearer_token      the credentials after `Authorization: <scheme>` (12+ characters
+                      with a digit; not Digest or AWS4 signatures)
+    basic_auth        Basic credentials, and a docker config "auth", that decode to user:pass
+    api_key_header    the value of an API-key header (x-api-key, api-key, dd-api-key, ...)
     url_password      the password in scheme://user:password@host; user and host stay readable
     password          the value in password=..., "password": "...", passwd/passphrase,
-                      *_pass/*_pwd keys, "pass": ..., --password VALUE, <password>...</password>,
-                      curl -u user:PASS, mysql -pPASS;
-                      references (${VAR}, %s, os.environ[...], args.password, <...>) are not
-                      values, and a bare word counts only where it is a literal (.env,
-                      query string, flag, YAML)
-    credit_card       13-19 digits grouped by spaces or dashes (4-4-4-4, 4-6-5, ...), or
-                      13-16 unseparated, with a known issuer prefix for the length and a
-                      valid Luhn checksum (17-19 unseparated digits are mostly 64-bit ints)
+                      *_pass/*_pwd keys, --password VALUE, <password>...</password>,
+                      NuGet ClearTextPassword, curl -u user:PASS, mysql -pPASS;
+                      references (${VAR}, %s, %VAR%, os.environ[...], args.password)
+                      are not values, and a bare word counts only where it is a literal
+                      (.env, query string, flag, YAML, INI)
+    secret_assignment a value assigned to a secret's name (secret, token, api_key,
+                      client_secret, ...): 16+ characters mixing letters and digits,
+                      not a stand-in (example, changeme, xxxxx), not code (a variable,
+                      a type name, a call)
+    credit_card       13-19 digits grouped by spaces or dashes, or 13-16 unseparated,
+                      with a known issuer prefix for the length and a valid Luhn
+                      checksum; the processors' documented test numbers are kept
     iban              country code, that country's length and a valid ISO 7064 mod-97
                       check; compact or in groups of four
     us_ssn            ddd-dd-dddd with area not 000/666/9xx, group not 00, serial not
@@ -64,6 +57,8 @@ Built-in rules (all on by default except `phone`):
     email             local@domain.tld (not user@host inside a URL, scp-style
                       git@host:path, ssh deploy@host logins, or file names like icon@2x.png)
     phone             +<country code> then 8-15 digits in all (opt-in: it is noisy)
+    ip_address        IPv4 and IPv6 addresses, not loopback, unspecified or the
+                      documentation ranges (opt-in: logs are full of them)
 
 `Sanitizer.rules()` gives each rule's one-line description and a FAKE example.
 
@@ -161,7 +156,7 @@ class Sanitizer:
         self._allow = tuple(a for a in allow if a)
         self._allow_patterns = allow_patterns
         self._scanners = tuple(fn for rules, fn in _r.SCANNERS if self._on.intersection(rules))
-        self._dispatch: _r.Dispatch | None = None
+        self._tables: _r.Tables | None = None  # built on the first sanitize
 
     @classmethod
     def from_config(cls, table: Mapping[str, Any] | None) -> Sanitizer:
@@ -249,10 +244,9 @@ class Sanitizer:
     def _find(self, text: str) -> list[_r.Hit]:
         v = _r.Views(text)
         hits: list[_r.Hit] = []
-        if self._dispatch is None:
-            self._dispatch = _r.build_dispatch(self._on, self._prio)
-        if self._dispatch:
-            _r.scan_tokens(v, self._dispatch, hits)
+        if self._tables is None:
+            self._tables = _r.build_tables(self._on, self._prio)
+        _r.scan_tokens(v, self._tables, hits)
         for scan in self._scanners:
             scan(v, self._on, self._prio, hits)
         for c in self._custom_on:
@@ -341,7 +335,9 @@ _REACH = 48
 # A marker hides nothing unless a token continues right after or before it, or digits
 # (a spaced card, IBAN or phone number) stand within a few characters of it.
 _GLUED_AFTER = re.compile(r"[\w+/=.:@-]|[ \t(]{1,2}[+\d]")
-_GLUED_BEFORE = re.compile(r"[\w+/=.:@-]\Z|\d")  # rescan this far around a marker: the longest spaced match (an IBAN) fits
+# Only a token character right before a marker can have continued into what it hid
+# ("=" and ":" end a token: KEY=[REDACTED] and key: [REDACTED] hide nothing).
+_GLUED_BEFORE = re.compile(r"[\w+/.@-]\Z|\d")
 
 
 def _windows(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -1,4 +1,5 @@
-"""The built-in detection rules behind sessctl.sanitize (the contract lives there).
+"""The built-in detection rules behind sessctl.sanitize (the contract lives there; what
+each rule knows about token shapes lives in sanitize_catalog).
 
 Every scanner works on byte views of the text that keep one byte per code point
 (`text.encode("ascii", "replace")`), so a match offset is also an offset into the str:
@@ -7,6 +8,7 @@ Every scanner works on byte views of the text that keep one byte per code point
     low  b.lower() (ASCII-only, so lengths never change): case-insensitive keywords
     cls  character classes: digit -> "0", A-Z -> "A", a-z -> "a", the rest unchanged
     tok  token classes: [A-Za-z0-9_-] -> "a", everything else -> " "
+    val  value classes: [A-Za-z0-9_+/.~$-] -> "v", everything else -> " "
 
 Why the views and how the scans stay fast and linear: Python's `re` searches quickly
 only for a pattern that starts with a literal; one that starts with a class such as
@@ -20,6 +22,19 @@ has a fixed-width negative lookbehind so a match can only begin at the start of 
 token; a failed attempt costs at most the token it began on (quantifiers are bounded,
 or followed by nothing that can fail), and scanning resumes past it, so no stretch
 of text is scanned more than a constant number of times.
+
+More rules do not mean more passes. Most credentials are a run of 16+ token
+characters, and one pass over `tok` visits every such run once (scan_tokens). What a
+run can be is then looked up, never searched for: its first two characters select
+the prefixed formats to try (a dict of ~100 keys), a ".", "~" or "$" before it selects
+formats such as "hvs.", "SG." or "dp.pt.", its last characters select a few suffixed
+formats, and, failing all that, the key it is assigned to (DATADOG_API_KEY=...,
+"client_secret": ...) is read backwards from the value and its words are looked up.
+Adding a format adds a dict entry and a pattern compiled the first time a candidate
+needs it, so start-up and throughput stay flat as the catalog grows. The few rules
+that are not token runs (PEM blocks, cards, IBANs, emails, URLs with passwords, the
+Authorization header...) keep one literal-keyed pass each.
+
 Checksums (Luhn, mod-97, the JWT header, Basic credentials) and context checks run
 in Python, on candidates only.
 
@@ -33,86 +48,13 @@ import binascii
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
+from sessctl import sanitize_catalog as _c
+from sessctl.sanitize_catalog import RULES, RuleSpec
 
-class RuleSpec(NamedTuple):
-    name: str
-    description: str
-    example: str  # FAKE, and redacted by its own rule (a test checks this)
-    default: bool
-
-
-# Priority order: when hits overlap, the merged redaction is labelled with the rule
-# listed first, so the specific formats come before the generic context rules (an
-# OpenAI key after "Authorization: Bearer" is reported as openai_key).
-RULES: tuple[RuleSpec, ...] = (
-    RuleSpec("pem_private_key", "PEM private key block (RSA, EC, DSA, OpenSSH, PKCS#8, PGP)",
-             "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANFAKEFAKEFAKEFAKEkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----",
-             True),
-    RuleSpec("jwt", "JSON Web Token whose header decodes to JSON naming alg/typ/enc",
-             "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJmYWtlLXVzZXIifQ.RkFLRS1zaWduYXR1cmUtMDAwMA",
-             True),
-    RuleSpec("anthropic_key", "Anthropic API key (sk-ant-...)",
-             "sk-ant-api03-FAKEfake0000EXAMPLEexample1111FAKEfake2222EXAMPLEexample3333-AA", True),
-    RuleSpec("openrouter_key", "OpenRouter API key (sk-or-v1-...)",
-             "sk-or-v1-0000fake0000fake0000fake0000fake0000fake0000fake0000fake0000", True),
-    RuleSpec("openai_key", "OpenAI-style secret key (sk-..., sk-proj-..., sk-svcacct-..., sk-admin-...)",
-             "sk-proj-FAKE0000example1111FAKE2222example3333FAKE", True),
-    RuleSpec("google_api_key", "Google / Gemini API key (AIza + 35 characters)",
-             "AIzaSyFAKE00example00FAKE00example00000", True),
-    RuleSpec("huggingface_token", "Hugging Face access token (hf_...)",
-             "hf_FAKEexampleFAKEexampleFAKEexample00", True),
-    RuleSpec("groq_key", "Groq API key (gsk_...)",
-             "gsk_FAKE0000example1111FAKE2222example3333FAKE4444exam", True),
-    RuleSpec("xai_key", "xAI API key (xai-...)",
-             "xai-FAKE0000example1111FAKE2222example3333FAKE4444example5555", True),
-    RuleSpec("replicate_token", "Replicate API token (r8_...)",
-             "r8_FAKE0000example1111FAKE2222example33", True),
-    RuleSpec("perplexity_key", "Perplexity API key (pplx-...)",
-             "pplx-FAKE0000example1111FAKE2222example3333FAKE4444", True),
-    RuleSpec("aws_access_key", "AWS access key id (AKIA/ASIA/ABIA/ACCA + 16)",
-             "AKIAIOSFODNN7EXAMPLE", True),
-    RuleSpec("aws_secret_key", "AWS secret access key (40 characters after aws_secret_access_key, SecretAccessKey...)",
-             "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", True),
-    RuleSpec("github_token", "GitHub token (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_)",
-             "ghp_FAKE0000example1111FAKE2222example33", True),
-    RuleSpec("gitlab_token", "GitLab token (glpat-, gldt-, glrt-, glptt-, ...)",
-             "glpat-FAKE0000example1111xx", True),
-    RuleSpec("slack_webhook", "Slack incoming webhook URL",
-             "https://hooks.slack.com/services/T00000000/B00000000/FAKEFAKEFAKEFAKEFAKE0000", True),
-    RuleSpec("slack_token", "Slack token (xoxb-, xoxp-, xoxa-, xoxr-, xoxs-, xoxe-, xapp-)",
-             "xoxb-000000000000-0000000000000-FAKEfakeFAKEfakeFAKEfake", True),
-    RuleSpec("stripe_key", "Stripe secret, restricted or webhook key (sk_live_, sk_test_, rk_*, whsec_)",
-             "sk_test_FAKE0000example1111FAKE2222", True),
-    RuleSpec("twilio_key", "Twilio API key SID (SK + 32 hex) or auth token after TWILIO_AUTH_TOKEN",
-             "SK0000fa4e0000fa4e0000fa4e0000fa4e", True),
-    RuleSpec("sendgrid_key", "SendGrid API key (SG.xxx.yyy)",
-             "SG.FAKE0000example111122.FAKE0000example1111FAKE2222example3333FAKE", True),
-    RuleSpec("npm_token", "npm access token (npm_...) or _authToken= in .npmrc",
-             "npm_FAKE0000example1111FAKE2222example33", True),
-    RuleSpec("pypi_token", "PyPI / TestPyPI API token (pypi-Ag...)",
-             "pypi-AgEIcHlwaS5vcmcFAKE0000example1111FAKE2222example3333FAKE4444example", True),
-    RuleSpec("bearer_token", "Bearer/token credentials in an Authorization header",
-             "Authorization: Bearer FAKEtoken0000example1111", True),
-    RuleSpec("basic_auth", "Basic credentials in an Authorization header (base64 of user:password)",
-             "Authorization: Basic ZmFrZXVzZXI6ZmFrZXBhc3N3b3Jk", True),
-    RuleSpec("api_key_header", "secret in an API-key header (x-api-key, api-key, x-auth-token, private-token, ...)",
-             "x-api-key: FAKE0000example1111FAKE", True),
-    RuleSpec("url_password", "password in scheme://user:password@host (only the password is redacted)",
-             "postgres://app:FAKEpass0000@db.example.com:5432/app", True),
-    RuleSpec("password", "password / passwd / passphrase / *_pass / *_pwd assignment, curl -u user:PASS (the value)",
-             'password = "FAKE-hunter2-example"', True),
-    RuleSpec("credit_card", "payment card number: known issuer prefix and length, Luhn check",
-             "4111 1111 1111 1111", True),
-    RuleSpec("iban", "IBAN: known country and length, mod-97 check",
-             "GB82 WEST 1234 5698 7654 32", True),
-    RuleSpec("us_ssn", "US Social Security number (ddd-dd-dddd; other forms after 'SSN')",
-             "SSN 123-45-6780", True),
-    RuleSpec("email", "email address", "jane.doe@example.com", True),
-    RuleSpec("phone", "phone number in international form (+CC ...); opt-in, being noisy",
-             "+1 202 555 0143", False),
-)
+__all__ = ["RULES", "RULE_NAMES", "PRIO", "RuleSpec", "Views", "Tables", "build_tables", "scan_tokens",
+           "SCANNERS", "markers", "Hit"]
 
 RULE_NAMES: tuple[str, ...] = tuple(r.name for r in RULES)
 PRIO: dict[str, int] = {name: i for i, name in enumerate(RULE_NAMES)}
@@ -130,39 +72,28 @@ _TOK = bytes(
     0x61 if (0x30 <= i <= 0x39 or 0x41 <= i <= 0x5A or 0x61 <= i <= 0x7A or i in (0x2D, 0x5F)) else 0x20
     for i in range(256)
 )
+# Characters of a credential value, so that a value's ends are found with one
+# bytes.find / rfind however it is spelled (base64, base64url, dotted, hyphenated).
+# "=" is left out: it is the assignment before a value far more often than padding.
+_VAL = bytes(0x76 if _TOK[i] == 0x61 or i in b"+/.~$" else 0x20 for i in range(256))
 
 
 class Views:
-    """One text and its byte views, each computed on first use."""
+    """One text and its byte views. All are computed up front: every scan needs most
+    of them, each costs one C-level pass, and plain attributes are faster to reach
+    than lazily computed ones in the hot loops."""
 
-    __slots__ = ("text", "b", "_low", "_cls", "_tok", "_ini")
+    __slots__ = ("text", "b", "low", "cls", "tok", "val", "_ini")
 
     def __init__(self, text: str) -> None:
         self.text = text
         # "replace" turns each non-ASCII code point into exactly one "?", so offsets agree.
-        self.b = text.encode("ascii", "replace")
-        self._low: bytes | None = None
-        self._cls: bytes | None = None
-        self._tok: bytes | None = None
+        b = self.b = text.encode("ascii", "replace")
+        self.low = b.lower()
+        self.cls = b.translate(_CLS)
+        self.tok = b.translate(_TOK)
+        self.val = b.translate(_VAL)
         self._ini: list[int] | None = None
-
-    @property
-    def low(self) -> bytes:
-        if self._low is None:
-            self._low = self.b.lower()
-        return self._low
-
-    @property
-    def cls(self) -> bytes:
-        if self._cls is None:
-            self._cls = self.b.translate(_CLS)
-        return self._cls
-
-    @property
-    def tok(self) -> bytes:
-        if self._tok is None:
-            self._tok = self.b.translate(_TOK)
-        return self._tok
 
     def in_ini_section(self, pos: int) -> bool:
         """Is the line at pos inside an INI [section]: a header line at most 2000
@@ -226,7 +157,6 @@ def _at(hay: bytes, literal: bytes, rx: re.Pattern[bytes]) -> Iterator[re.Match[
             i = find(literal, m.end() if m.end() > i else i + 1)
 
 
-_T = rb"[A-Za-z0-9_-]"  # token character (base64url alphabet)
 # After a password keyword: an optional closing quote, then := => = : (group 2) or,
 # after --password, blanks (group 3), then a quoted or bare value (group 4).
 _PW_TAIL = (rb"(?![a-z0-9_])[\"'`]?[ \t]{0,16}"
@@ -237,29 +167,10 @@ _SEP = rb"""["'`]?[ \t]{0,16}(?::=|=>|=(?![=>])|:(?![:/]))[ \t]{0,16}["'`]?"""  
 
 P = _Lazy(
     run0=rb"0+",
-    # Formats dispatched from the start of a token run (see _TOKEN_RULES).
-    anthropic=rb"sk-ant-" + _T + rb"{20,}",
-    openrouter=rb"sk-or-" + _T + rb"{20,}",
-    openai=rb"sk-(?!ant-|or-)(?:(?:proj|svcacct|admin|None)-)?" + _T + rb"{20,}",
-    stripe=rb"(?:(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}|whsec_[A-Za-z0-9]{20,})(?![A-Za-z0-9_-])",
-    google=rb"AIza" + _T + rb"{35}(?!" + _T + rb")",
-    huggingface=rb"hf_[A-Za-z0-9]{30,}(?!" + _T + rb")",
-    groq=rb"gsk_[A-Za-z0-9]{40,}(?!" + _T + rb")",
-    xai=rb"xai-[A-Za-z0-9]{40,}(?!" + _T + rb")",
-    replicate=rb"r8_[A-Za-z0-9]{30,}(?!" + _T + rb")",
-    perplexity=rb"pplx-[A-Za-z0-9]{32,}(?!" + _T + rb")",
-    aws_access=rb"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])([A-Z0-9]{16})(?![A-Za-z0-9])",
-    github=rb"(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,244})(?![A-Za-z0-9])",
-    gitlab=rb"gl(?:pat|dt|ptt|rt|cbt|oas|soat|ffct|imt|agent|ft)-" + _T + rb"{20,}(?:\.[A-Za-z0-9_-]{1,16}){0,2}",
-    slack=rb"(?:xox[abposre]-[A-Za-z0-9-]{20,}|xapp-[0-9]-[A-Za-z0-9-]{20,})",
-    twilio_sid=rb"SK[0-9a-f]{32}(?![A-Za-z0-9])",
-    npm=rb"npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])",
-    pypi=rb"pypi-Ag" + _T + rb"{50,}",
-    jwt=rb"eyJ" + _T + rb"{13,}(?:\." + _T + rb"*){1,4}",
-    # Formats with a literal that a token run does not start with.
-    sendgrid=rb"SG\.(?<![A-Za-z0-9_-]SG\.)" + _T + rb"{16,32}\." + _T + rb"{16,64}(?!" + _T + rb")",
-    slack_webhook=rb"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]{16,}",
-    npmrc=rb"_authToken[ \t]*=[ \t]*[\"']?([A-Za-z0-9._~+/=-]{16,})",
+    # The words of a key name: AWS_SECRET_ACCESS_KEY, apiKey, X-Api-Key, newRelicKey.
+    key_words=rb"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+",
+    # Kubernetes env entries and JSON name/value pairs: the name before a "value" key.
+    value_name=rb"name[\"']?[ \t]*:[ \t]*[\"']?([A-Za-z0-9_.-]{1,64})[\"']?[ \t]*,?[ \t]*\r?\n?[ \t-]*[\"']?$",
     pem_begin=rb"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----",
     b64_16=rb"[A-Za-z0-9+/]{16}",
     pem_end=rb"-----END [A-Z0-9 ]{0,40}-----",
@@ -268,27 +179,26 @@ P = _Lazy(
     # padding. Prose words are shorter, so the prose after a cut paste survives.
     pem_body=(rb"(?:(?:\s+|(?:\\r)?\\n)(?:[A-Za-z0-9+/=]{16,}|[A-Za-z0-9+/]{1,15}={1,2})"
               rb"(?![A-Za-z0-9+/=]))*"),
+    # PuTTY's .ppk, whose private part is counted lines.
+    putty_lines=rb"Private-Lines: ([0-9]{1,3})\r?\n",
     # Context rules, on the lower-cased view.
     aws_secret=rb"secret[ _-]?((?:access[ _-]?)?)key" + _SEP + rb"([a-z0-9/+]{40})(?![a-z0-9/+=])",
-    twilio_ctx=(rb"twilio[a-z_]{0,20}(?:auth[_-]?token|api[_-]?secret)" + _SEP
-                + rb"([a-z0-9]{32})(?![a-z0-9])"),
-    auth=(rb"authorization[\"']?[ \t]*[:=][ \t]*[\"']?(bearer|token|basic)[ \t]+"
+    # Authorization: [scheme] credentials. Group 1 the scheme, group 2 the credentials.
+    auth=(rb"authorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:([a-z][a-z0-9_-]{1,30})[ \t]+)?"
           rb"([a-z0-9._~+/=-]{8,})"),
     # Two patterns with literal starts ("pass", "pwd") rather than one starting "p":
     # re's scan then stops only at those, not at every "p".
     password=rb"(pass(?:w(?:or)?d|phrase)?)" + _PW_TAIL,
     password_pwd=rb"(pwd)" + _PW_TAIL,
+    nuget=rb"<add[ \t]+key=\"(?:cleartext)?password\"[ \t]+value=\"([^\"\r\n]{1,256})\"",
     curl_user=rb"-u(?<![^\s\"'-]-u)(?:ser[ =]| ?)[\"']?[^\s:\"']{1,64}:([^\s\"']{1,128})",
     mysql_p=rb"mysql[a-z]*[ \t](?:[^\n]{0,200}?[ \t])?-p([^\s\"']{1,128})",
-    key_header=rb"-key[\"']?[ \t]*[:=][ \t]*[\"']?([a-z0-9._~+/=-]{16,})",
-    key_token=rb"-token[\"']?[ \t]*[:=][ \t]*[\"']?([a-z0-9._~+/=-]{16,})",
     ini_section=rb"\[[A-Za-z0-9_. -]{1,64}\][ \t]*(?:\r?\n|\Z)",
     ini_lines=rb"(?:[ \t]*(?:[#;][^\n]*|[A-Za-z0-9_.-]+[ \t]*[=:][^\n]*)?\r?\n)*",
     password_xml=rb"<([a-z0-9_.:-]{0,32}password)>([^<\r\n]{1,256})</\1>",
     ssn_ctx=rb"ssn(?<![a-z]ssn)[ \t]*(?:[:#=-]|is|no\.?)?[ \t]*([0-9]{3}[ ]?[0-9]{2}[ ]?[0-9]{4})(?![0-9-])",
     ssn_ctx2=rb"social security(?: number| no\.?| #)?[ \t]*(?:[:#=-]|is)?[ \t]*([0-9]{3}[ ]?[0-9]{2}[ ]?[0-9]{4})(?![0-9-])",
     # Structure rules, on the class view: literal digit shapes.
-    card=rb"0000000000000(?<![0Aa_.+-]0000000000000)0*",
     # Grouped by one kind of separator throughout (the back-reference), one pass for both.
     card_grouped=(rb"0000(?P<sep>[ -])0(?<![0Aa_.+-]0000[ -]0)"
                   rb"(?:000(?P=sep)0000(?P=sep)0{1,4}(?:(?P=sep)000)?|00000(?P=sep)0{4,5})"),
@@ -304,6 +214,25 @@ P = _Lazy(
               rb"|[A-Za-z0-9.-]*(?:@[A-Za-z0-9.-]*){8}[A-Za-z0-9.@-]*)"),
     email_local=rb"[A-Za-z0-9._%+?-]{1,64}",
     phone=rb"\+(?<![A-Za-z0-9+)\]]\+)[1-9][0-9 ().-]{6,22}[0-9]",
+    # Webhook URLs, each tried where "hook" occurs.
+    hook_slack=rb"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]{16,}",
+    hook_discord=rb"discord(?:app)?\.com/api/webhooks/[0-9]{15,20}/[A-Za-z0-9_-]{60,80}" + _c._E,
+    hook_teams=rb"webhook\.office\.com/webhookb2/[A-Za-z0-9@/-]{80,300}",
+    host_rev=rb"[A-Za-z0-9.-]{0,64}",
+    # Kubernetes Secret manifests: the kind, and the data / stringData sections.
+    k8s_kind=rb"kind[\"']?[ \t]*:[ \t]*[\"']?Secret(?![A-Za-z0-9_-])",
+    yaml_top_key=rb"[A-Za-z_][A-Za-z0-9_.-]{0,62}[ \t]*:(?:[ \t]|\r?$)",
+    k8s_yaml_entry=rb"([ \t]+)([\"']?[A-Za-z0-9_.-]{1,253}[\"']?):[ \t]*([^\r\n]*)",
+    k8s_json_data=rb"\"(?:data|stringData)\"[ \t]*:[ \t]*\{",
+    k8s_json_entry=rb"[ \t\r\n]*\"[A-Za-z0-9_.-]{1,253}\"[ \t]*:[ \t]*\"((?:[^\"\\\r\n]|\\.){1,4096})\"[ \t\r\n]*,?",
+    # Azure SAS: the query around a sig= parameter.
+    sas_query=rb"[?&]([a-z]{2,4})=([^&\s\"'<>#]{1,400})",
+    sas_end=rb"[\s\"'<>#]",
+    # IP addresses (opt-in rule): dotted quads, and IPv6 with "::" or eight groups.
+    ipv4=rb"(?<![0-9A-Za-z.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9]|\.[0-9])",
+    ipv6=(rb"(?<![0-9A-Fa-f:.])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![0-9A-Za-z:])"
+          rb"|(?<![0-9A-Za-z:.])(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::"
+          rb"(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?(?![0-9A-Za-z:])"),
     marker=rb"\[REDACTED:[a-z0-9_]{1,64}\]",
     space_or_slash=rb"[\s/]",
     shell_sep=rb"[;|&]",
@@ -315,15 +244,27 @@ P = _Lazy(
 # Checks on the original str, also compiled on first use.
 S = _Lazy(
     digit=r"[0-9]",
+    digit_run=r"[0-9]+",
+    letter=r"[A-Za-z]",
     field_name=r"(?i)[a-z_]*(?:pass|pwd)[a-z_]*",
     hex32=r"[0-9a-f]{32,}",
     placeholder=r"""(?ix)
     \$\{.*\} | \$\(.*\) | \{\{.*\}\} | \{\{ | \{[a-z_][a-z0-9_.]*\} | <[^>]*> | \[[^\]]*\]
     | (?:[:@/\ ._-]*(?:%[sdr]|%\([a-z_]+\)[sdr]|\{[a-z_0-9]*\}))+[:@/\ ._-]*  # "%s:%s", "{}:{}"
     | \*+ | x{3,} | \.{3,} | …
-    | \$[a-z_][a-z0-9_]* | env\(.*\) | (?:your|my)[_ -]?(?:db[_ -]?)?(?:password|pass|pwd|secret)(?:[_ -]?here)?
+    | \$[a-z_][a-z0-9_]* | %[a-z_][a-z0-9_]*% | env\(.*\) | (?:your|my)[_ -]?(?:db[_ -]?)?(?:password|pass|pwd|secret)(?:[_ -]?here)?
     """,
+    # Words that mark a value as a documented stand-in rather than a credential.
+    stand_in=r"(?i)example|sample|dummy|placeholder|changeme|change_me|redacted|your[_-]|fake|x{5}|0{8}|1234567890",
     ident=r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*",
+    # The words of a type or class name (PKCS7PrivateKeyTypes, sshPublicKey,
+    # Ed25519PrivateKey): an optional lower-case head, then capitalised words, acronyms
+    # and digits. Used with findall and a check that the parts cover the value: a
+    # fullmatch of these overlapping alternatives repeated would backtrack
+    # exponentially on a value that fails.
+    type_head=r"[a-z]{1,12}[0-9]*",
+    type_part=r"[A-Z]{2,}[0-9]*(?![a-z])|[A-Z][a-z]+[0-9]*|[A-Z][a-z]?[0-9]+|_",
+    module_name=r"[a-z_][a-z0-9_]{0,15}",
     cut=r"[,;&(){}\[\]<>]",
     cut_query=r"[&#]",
     retina=r"[0-9]{1,2}x",
@@ -339,7 +280,8 @@ def _variety(v: Views, s: int, e: int) -> int:
 def _randomish(v: Views, s: int, e: int, min_distinct: int = 8) -> bool:
     # Placeholders ("sk-xxxxxxxx...", "ghp_your_token_here") are one-case or repetitive;
     # a long token showing all three classes is random enough without counting.
-    variety = _variety(v, s, e)
+    c = v.cls[s:e]
+    variety = (b"A" in c) + (b"a" in c) + (b"0" in c)
     if variety == 3 and e - s >= 32:
         return True
     return variety >= 2 and len(set(v.b[s:e])) >= min_distinct
@@ -352,36 +294,51 @@ def _opaque(v: Views, s: int, e: int) -> bool:
     return b"0" in c and (b"A" in c or b"a" in c) and len(set(v.b[s:e])) >= 6
 
 
-Check = Callable[["Views", "re.Match[bytes]"], int]  # -> end of the redaction, or -1
+Span = tuple[int, int] | None
+Check = Callable[[Views, "re.Match[bytes]"], Span]  # -> what to redact, or None
 
 
-def _ok(_v: Views, m: re.Match[bytes]) -> int:
-    return m.end()
+def _varied_end(b: bytes, s: int, e: int) -> bool:
+    """The last 16 characters are not a placeholder (XXXX..., 0000-0000-...): a
+    format's fixed prefix must not carry a documentation example through."""
+    return len(set(b[max(s, e - 16):e])) >= 6
 
 
-def _random_token(v: Views, m: re.Match[bytes]) -> int:
-    return m.end() if _randomish(v, m.start(), m.end()) else -1
+def _ok(v: Views, m: re.Match[bytes]) -> Span:
+    return m.span() if _varied_end(v.b, m.start(), m.end()) else None
 
 
-def _openai(v: Views, m: re.Match[bytes]) -> int:
+def _random_token(v: Views, m: re.Match[bytes]) -> Span:
+    s, e = m.span()
+    c = v.cls[s:e]
+    variety = (b"A" in c) + (b"a" in c) + (b"0" in c)
+    if variety < 2:
+        return None
+    b = v.b
+    if len(set(b[e - 16 if e - s > 16 else s:e])) < 6:
+        return None  # a placeholder tail: sk_live_xxxxxxxx..., ghp_0000...
+    return (s, e) if (variety == 3 and e - s >= 32) or len(set(b[s:e])) >= 8 else None
+
+
+def _openai(v: Views, m: re.Match[bytes]) -> Span:
     # The sk- prefix is short and shared with CSS/kebab names (--sk-color-primary-500-bg):
     # demand all three character classes, or the hex of DeepSeek-style keys.
     s, e = m.start() + 3, m.end()
     if _variety(v, s, e) == 3 and len(set(v.b[s:e])) >= 8:
-        return e
-    return e if S.hex32.fullmatch(v.text, s, e) else -1
+        return m.span()
+    return m.span() if S.hex32.fullmatch(v.text, s, e) else None
 
 
-def _aws_access(v: Views, m: re.Match[bytes]) -> int:
-    return m.end() if len(set(v.b[m.start(1):m.end(1)])) > 4 else -1  # not AKIAXXXXXXXXXXXXXXXX
+def _aws_access(v: Views, m: re.Match[bytes]) -> Span:
+    return m.span() if len(set(v.b[m.start(1):m.end(1)])) > 4 else None  # not AKIAXXXXXXXXXXXXXXXX
 
 
-def _github(v: Views, m: re.Match[bytes]) -> int:
+def _github(v: Views, m: re.Match[bytes]) -> Span:
     # "__ghp_...__" in markdown: the underscores after the token are emphasis.
     end = m.end()
     while v.b[end - 1] == 0x5F:
         end -= 1
-    return end if _randomish(v, m.start(), end) else -1
+    return (m.start(), end) if _randomish(v, m.start(), end) else None
 
 
 def _b64decode(seg: str) -> bytes | None:
@@ -391,99 +348,440 @@ def _b64decode(seg: str) -> bytes | None:
         return None
 
 
-def _jwt(v: Views, m: re.Match[bytes]) -> int:
+def _jwt(v: Views, m: re.Match[bytes]) -> Span:
     s, e = m.start(), m.end()
     parts = v.text[s:e].split(".")
     header = _b64decode(parts[0])
     if not header or not header.lstrip().startswith(b"{"):
-        return -1
+        return None
     if b'"enc"' in header:  # JWE: header.key.iv.ciphertext.tag, the key may be empty
-        return e if len(parts) == 5 and parts[3] else -1
+        return (s, e) if len(parts) == 5 and parts[3] else None
     if b'"alg"' not in header and b'"typ"' not in header:
-        return -1
+        return None
     if len(parts) < 3 or not parts[1]:
-        return -1
+        return None
     # A JWS has three parts; anything after a third dot is not ours.
-    return s + len(parts[0]) + len(parts[1]) + len(parts[2]) + 2
+    return s, s + len(parts[0]) + len(parts[1]) + len(parts[2]) + 2
 
 
-# Formats found at the start of a token run, keyed by its first two characters.
-_TOKEN_RULES: tuple[tuple[str, tuple[bytes, ...], str, Check], ...] = (
-    ("jwt", (b"ey",), "jwt", _jwt),
-    ("anthropic_key", (b"sk",), "anthropic", _random_token),
-    ("openrouter_key", (b"sk",), "openrouter", _random_token),
-    ("openai_key", (b"sk",), "openai", _openai),
-    ("stripe_key", (b"sk", b"rk", b"wh"), "stripe", _random_token),
-    ("google_api_key", (b"AI",), "google", _random_token),
-    ("huggingface_token", (b"hf",), "huggingface", _random_token),
-    ("groq_key", (b"gs",), "groq", _random_token),
-    ("xai_key", (b"xa",), "xai", _random_token),
-    ("replicate_token", (b"r8",), "replicate", _random_token),
-    ("perplexity_key", (b"pp",), "perplexity", _random_token),
-    ("aws_access_key", (b"AK", b"AS", b"AB", b"AC", b"A3"), "aws_access", _aws_access),
-    ("github_token", (b"gh", b"gi"), "github", _github),
-    ("gitlab_token", (b"gl",), "gitlab", _random_token),
-    ("slack_token", (b"xo", b"xa"), "slack", _random_token),
-    ("twilio_key", (b"SK",), "twilio_sid", _ok),
-    ("npm_token", (b"np",), "npm", _random_token),
-    ("pypi_token", (b"py",), "pypi", _ok),
-)
-
-Dispatch = dict[bytes, list[tuple[int, "re.Pattern[bytes]", Check]]]
+def _grafana_legacy(v: Views, m: re.Match[bytes]) -> Span:
+    # Grafana's old API keys are base64 of {"k":"...","n":"...","id":N}.
+    decoded = _b64decode(v.text[m.start():m.end()].rstrip("="))
+    return m.span() if decoded and decoded.startswith(b'{"k":"') else None
 
 
-def build_dispatch(on: Collection[str], prio: dict[str, int]) -> Dispatch:
-    table: Dispatch = {}
-    for rule, keys, pattern, check in _TOKEN_RULES:
-        if rule in on:
-            for key in keys:
-                table.setdefault(key, []).append((prio[rule], getattr(P, pattern), check))
-    return table
+def _discord(v: Views, m: re.Match[bytes]) -> Span:
+    # A bot token's first part is the bot's user id (a snowflake) in base64.
+    head = v.text[m.start():m.start() + v.b.index(b".", m.start()) - m.start()]
+    decoded = _b64decode(head)
+    return m.span() if decoded and decoded.isdigit() and 15 <= len(decoded) <= 20 else None
 
 
-_MIN_RUN = 16  # shortest token that scan_tokens dispatches (a minimal JWT header is 19)
+def _telegram(v: Views, m: re.Match[bytes]) -> Span:
+    # bot id (digits) ":" secret: the whole token is the credential.
+    b, s = v.b, m.start()
+    if s < 2 or b[s - 1] != 0x3A:
+        return None
+    i = s - 1
+    while i > 0 and 0x30 <= b[i - 1] <= 0x39 and s - i < 13:
+        i -= 1
+    if s - 1 - i < 5 or (i > 0 and (_TOK[b[i - 1]] == 0x61)):
+        return None
+    return (i, m.end()) if _randomish(v, s, m.end()) else None
+
+
+_CHECKS: dict[str, Check] = {
+    "ok": _ok, "random": _random_token, "openai": _openai, "aws_access": _aws_access, "github": _github,
+    "jwt": _jwt, "grafana_legacy": _grafana_legacy, "discord": _discord, "telegram": _telegram,
+}
+
+
+# ---------------------------------------------------------------- the token pass
+
+class _Format:
+    """A catalog format ready to try. Its pattern is compiled the first time it is
+    needed (most texts need few of the ~150), so neither import nor the first sanitize
+    pays for all of them; after that, `match` and `fullmatch` are the compiled
+    pattern's own methods, with no Python in between."""
+
+    __slots__ = ("prio", "source", "check", "match", "fullmatch")
+
+    def __init__(self, prio: int, source: bytes | str, check: Check) -> None:
+        self.prio, self.source, self.check = prio, source, check
+        self.match = self._compile_then("match")
+        self.fullmatch = self._compile_then("fullmatch")
+
+    def _compile_then(self, method: str) -> Callable[..., Any]:
+        def first(*args: Any) -> Any:
+            rx = re.compile(self.source)
+            self.match, self.fullmatch = rx.match, rx.fullmatch
+            return getattr(rx, method)(*args)
+        return first
+
+
+class Tables:
+    """What the token pass looks up, built once per Sanitizer from the enabled rules."""
+
+    __slots__ = ("prefix", "infix", "tail", "keyed", "tail_lengths", "exact", "header", "generic", "basic",
+                 "any_keyed")
+
+    def __init__(self, prefix: dict[bytes, list[_Format]], infix: tuple[tuple[bytes, int, _Format], ...],
+                 tail: tuple[tuple[bytes, _Format], ...], keyed: dict[str, list[_Format]],
+                 tail_lengths: frozenset[int], exact: dict[bytes, int], header: int | None,
+                 generic: int | None, basic: int | None) -> None:
+        self.prefix = prefix              # first two characters -> formats
+        self.infix = infix                # literal inside, offset of the start
+        self.tail = tail                  # literal at (or near) the end
+        self.keyed = keyed                # key word -> value shapes
+        self.tail_lengths = tail_lengths  # run lengths the tails can have
+        self.exact = exact                # exact key spelling -> rule
+        self.header = header              # api_key_header
+        self.generic = generic            # secret_assignment
+        self.basic = basic                # basic_auth (docker "auth")
+        self.any_keyed = bool(keyed or exact) or header is not None or generic is not None or basic is not None
+
+
+def build_tables(on: Collection[str], prio: dict[str, int]) -> Tables:
+    prefix: dict[bytes, list[_Format]] = {}
+    for f in _c.TOKENS:
+        if f.rule in on:
+            fmt = _Format(prio[f.rule], f.pattern, _CHECKS[f.check])
+            for key in f.keys:
+                prefix.setdefault(key, []).append(fmt)
+    infix = tuple((lit, back, _Format(prio[f.rule], f.pattern, _CHECKS[f.check]))
+                  for lit, back, f in _c.INFIXES if f.rule in on)
+    tail = tuple((lit, _Format(prio[rule], source, _ok)) for rule, lit, source, _ in _c.TAILS if rule in on)
+    tail_lengths = frozenset(n for rule, _, _, lengths in _c.TAILS if rule in on for n in lengths)
+    keyed: dict[str, list[_Format]] = {}
+    for k in _c.KEYED:
+        if k.rule in on:
+            fmt = _Format(prio[k.rule], k.shape, _CHECKS[k.check])
+            for word in k.words:
+                keyed.setdefault(word, []).append(fmt)
+    exact = {key: prio[rule] for key, rule in _c.EXACT_KEYS.items() if rule in on}
+
+    def p(rule: str) -> int | None:
+        return prio[rule] if rule in on else None
+
+    return Tables(prefix, infix, tail, keyed, tail_lengths, exact, p("api_key_header"), p("secret_assignment"),
+                  p("basic_auth"))
+
+
+_MIN_RUN = 16  # shortest token that scan_tokens looks at (a minimal JWT header is 19)
 _RUN = b"a" * _MIN_RUN
+_CHAIN = frozenset(b".~$+/")
+_LEAD = frozenset(b"-_")
 
 
-def scan_tokens(v: Views, dispatch: Dispatch, out: list[Hit]) -> None:
-    """Find runs of 16+ token characters and try the formats their first two select."""
+def _try(v: Views, fmts: list[_Format], at: int, out: list[Hit]) -> int:
+    """Try the formats at a position; the end of the first that matches, else -1."""
     b = v.b
-    tok = v.tok
-    find = tok.find
-    covered = 0  # end of the last hit: a JWT's payload run needs no second look
+    for f in fmts:
+        m = f.match(b, at)
+        if m is not None:
+            span = f.check(v, m)
+            if span is not None:
+                out.append((span[0], span[1], f.prio))
+                return span[1]
+    return -1
+
+
+def scan_tokens(v: Views, t: Tables, out: list[Hit]) -> None:
+    """Visit each run of 16+ token characters once and look up what it can be.
+
+    The loop runs for every such run in the text, so it is written for few steps per
+    run: each test is one expression, and a found token ends the iteration."""
+    b = v.b
+    val = v.val
+    find = v.tok.find
+    n = len(b)
+    prefix, infix, tail, tail_lengths = t.prefix, t.infix, t.tail, t.tail_lengths
+    keyed = t.any_keyed
+    keys: dict[bytes, _KeyInfo] = {}  # what each key name means, worked out once per text
+    covered = 0   # end of the last hit: a JWT's payload run needs no second look
+    looked = 0    # end of the last value whose key was read: its other runs need none
+    prev_end = -9  # end of the previous run
     s = find(_RUN)
     while s >= 0:
         run_end = find(b" ", s + _MIN_RUN)
         if run_end < 0:
-            run_end = len(tok)
+            run_end = n
         nxt = find(_RUN, run_end)
-        if s < covered:
-            s = nxt
-            continue
-        # "__ghp_...__" or "--token-..." : the token proper starts after the - and _.
-        lead = 0
-        while b[s + lead] in b"-_" and lead < 4:
-            lead += 1
-        s += lead
-        cands = dispatch.get(b[s:s + 2])
-        if cands is not None:
-            for prio, rx, check in cands:
-                mm = rx.match(b, s)
-                if mm is not None:
-                    end = check(v, mm)
-                    if end > s:
-                        out.append((s, end, prio))
-                        covered = end
-                        break
+        if s >= covered:
+            s0 = s
+            if b[s] in _LEAD:  # "__ghp_...__", "--token-...": the token starts after the - and _
+                s += len(b[s:s + 4]) - len(b[s:s + 4].lstrip(b"-_"))
+            fmts = prefix.get(b[s:s + 2])
+            end = _try(v, fmts, s, out) if fmts is not None else -1
+            c = b[s0 - 1] if s0 else 0x20
+            # A run one "+", "/" or "." after the previous one is in the same token (a
+            # base64 blob, a path): that token's start has been tried already.
+            if end < 0 and c in _CHAIN and (s0 - prev_end > 2 or b[prev_end] not in _CHAIN):
+                end = _chained(v, prefix, infix, s0, out)
+            if end < 0 and run_end - s in tail_lengths:
+                end = _tail(b, tail, s, run_end, out)
+            if end < 0 and keyed and s0 >= looked and (c in _BEFORE_VALUE or val[s0 - 1] == 0x76):
+                end, looked = _keyed_value(v, t, keys, s0, run_end, out)
+            if end > covered:
+                covered = end
+        prev_end = run_end
         s = nxt
 
 
-def _scan_simple(v: Views, rx: re.Pattern[bytes], literal: bytes, group: int, prio: int,
-                 check: Callable[[Views, int, int], bool] | None, out: list[Hit]) -> None:
-    for m in _at(v.b, literal, rx):
-        s, e = m.span(group)
-        if s < e and (check is None or check(v, s, e)):
-            out.append((s, e, prio))
+def _tail(b: bytes, tail: tuple[tuple[bytes, _Format], ...], s: int, run_end: int, out: list[Hit]) -> int:
+    for literal, f in tail:
+        if b.find(literal, run_end - len(literal) - 4, run_end) >= 0 and f.fullmatch(b, s, run_end) \
+                and _varied_end(b, s, run_end):
+            out.append((s, run_end, f.prio))
+            return run_end
+    return -1
+
+
+def _chained(v: Views, prefix: dict[bytes, list[_Format]], infix: tuple[tuple[bytes, int, _Format], ...],
+             s: int, out: list[Hit]) -> int:
+    """A run right after ".", "~", "$", "+" or "/": try the token the run belongs to, a
+    dotted prefix before it (hvs.<run>, SG.<run>.<run>, sha256~<run>) or the start of
+    a base64 token whose first 16 characters hold a + or /."""
+    b = v.b
+    lo = s - 64 if s > 64 else 0
+    c = v.val.rfind(b" ", lo, s) + 1 or lo  # no break in 64 characters: try from there
+    chain = b[c:s].lstrip(b".~$+/-_")
+    if not chain:
+        return -1
+    c = s - len(chain)
+    fmts = prefix.get(chain[:2])
+    if fmts is not None:
+        end = _try(v, fmts, c, out)
+        if end >= 0:
+            return end
+    for literal, back, f in infix:
+        i = chain.find(literal)
+        if i >= back:
+            end = _try(v, [f], c + i - back, out)
+            if end >= 0:
+                return end
+    return -1
+
+
+# Type names between a declared name and its value (Go, TypeScript, Kotlin, Swift).
+_TYPE_WORDS = frozenset((b"string", b"String", b"str", b"bytes", b"any", b"text", b"Text"))
+# What may stand right before a value that is assigned to a key (when the value does
+# not begin earlier, with a "." "/" "+" "~" that the run starts after).
+_BEFORE_VALUE = frozenset(b"\"'` \t=:>,(\\")
+
+
+def _keyed_value(v: Views, t: Tables, keys: dict[bytes, _KeyInfo], s: int, run_end: int,
+                 out: list[Hit]) -> tuple[int, int]:
+    """The run [s, run_end) as (part of) the value of a key: redact it when the key
+    names a provider whose format the value has, an API-key header, or a secret in
+    general. Returns (end of the hit or -1, end of the value looked at).
+
+    Byte tests and C-level finds, no regex, until the key's name is known; what the
+    name means is worked out once per text (most keys mean nothing: id, etag, ...).
+    Like the token loop, written for few steps on the common ways out."""
+    b, val = v.b, v.val
+    # The value: from the last break before the run (it may begin earlier: base64,
+    # dotted, hyphenated) to the next, with any base64 padding.
+    vs = val.rfind(b" ", s - 256 if s > 256 else 0, s) + 1 if val[s - 1] == 0x76 else s
+    if vs == 0 and s > 256:  # inside a blob far longer than any credential: skip all of it
+        blob_end = val.find(b" ", run_end)
+        return -1, blob_end if blob_end >= 0 else len(b)
+    ve = val.find(b" ", run_end, run_end + 512)
+    ve = (ve if ve >= 0 else min(len(b), run_end + 512))
+    if b[ve:ve + 1] == b"=":
+        ve += len(b[ve:ve + 3]) - len(b[ve:ve + 3].lstrip(b"="))
+    # Every format looked up below has digits or both cases; words and identifiers
+    # (ANTHROPIC_API_KEY, conference-room-booking) have neither and leave here.
+    cl = v.cls[vs:ve]
+    if b"0" not in cl and (b"A" not in cl or b"a" not in cl):
+        return -1, ve
+    # Before the value: an opening quote (escaped in a JSON string: \"), blanks, the
+    # operator, blanks, the key's closing bracket and quote, the key.
+    head = v.b[vs - 100 if vs > 100 else 0:vs]
+    quote = head[-1:] if head[-1:] in (b'"', b"'", b"`") else b""
+    rest = head[:-1].rstrip(b"\\").rstrip(b" \t") if quote else head.rstrip(b" \t")
+    if rest[-1:] == b"\n" and rest.rstrip()[-1:] == b">":  # <key>\n    value\n</key>
+        rest = rest.rstrip()
+    op = rest[len(rest.rstrip(b"=:!?+.>,(")):]
+    if op:
+        if len(op) > 4 or op[-1:] not in b"=:>,(" or (op[-1:] == b"(" and len(op) > 1):  # ... :::= (make)
+            return -1, ve
+        rest = rest[:-len(op)].rstrip(b" \t").rstrip(b"])").rstrip(b"\"'`").rstrip(b"\\")
+    elif len(rest) == len(head) or not rest or rest[-1:] in b"\r\n":
+        return -1, ve  # glued to what stands before it, or the first word of a line
+    key_e = vs - (len(head) - len(rest))
+    key_s = val.rfind(b" ", key_e - 64 if key_e > 64 else 0, key_e) + 1
+    if key_s == 0 and key_e > 64:
+        return -1, ve  # 64 characters with no break: no key name is that long
+    key = b[key_s:key_e].lstrip(b"+/~.$-") if not op or op != b">" else b[key_s:key_e]
+    if not key or (not op and not b[key_e - len(key) - 2:key_e].startswith(b"--")):
+        return -1, ve  # no key, or words before a value that is no flag's
+    if b.endswith(b"[REDACTED:", 0, key_e - len(key)):
+        return -1, ve  # a marker's rule name is no key: sanitizing twice must change nothing
+    if op == b">" and b[key_e - len(key) - 1:key_e - len(key)] != b"<":
+        return -1, ve  # ">" is an assignment only as the end of an XML tag <key>
+    if key in _TYPE_WORDS:  # var apiToken string = "...", apiToken: string = "...": the name is before
+        lo = key_e - len(key) - 80 if key_e - len(key) > 80 else 0
+        before = b[lo:key_e - len(key)].rstrip(b" \t").rstrip(b":").rstrip(b" \t")
+        key = before[len(before.rstrip(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")):]
+        key_s = lo + len(before) - len(key)
+    if key in (b"value", b"Value", b"VALUE"):  # {"name": "API_TOKEN", "value": "..."} (Kubernetes env)
+        nm = P.value_name.search(b, key_e - 125 if key_e > 125 else 0, key_e - 5)
+        key = nm.group(1) if nm is not None else key
+    info = keys.get(key)
+    if info is None:
+        info = keys[key] = _key_info(t, key)
+    if info.skip:
+        return -1, ve  # a key that says nothing: id, etag, name, attachment, ...
+    # Is a bare value a literal here, or may it be a variable? Quoted, after ":"
+    # (YAML, JSON, headers, logs), in an XML element, a flag's, KEY=value with no
+    # blanks (.env, shell, query strings) or in an INI section: a literal. "key =
+    # value" in code: a variable unless it cannot be one.
+    literal = bool(quote) or op[:1] in (b":", b">", b"") or (op == b"=" and key_e + 1 == vs)
+    if not literal and op == b"=" and (key_s == 0 or b[key_s - 1] == 0x0A):
+        literal = v.in_ini_section(key_s)
+    if not literal and S.ident.fullmatch(v.text, vs, ve) and not _random_name(v.text[vs:ve]):
+        return -1, ve  # token = someVariable2, secret = config.api.secret: code
+    # The value proper, for the generic rule: a quoted string runs to its closing quote.
+    qe = -1
+    if quote:
+        close = b.find(quote, ve, ve + 256)
+        if close >= 0 and b.find(b"\n", vs, close) < 0:
+            qe = close - 1 if b[close - 1] == 0x5C else close  # \"value\" in escaped JSON
+    return _classify(v, t, info, vs, ve, qe, op[:1] in (b":", b","), out), ve
+
+
+def _random_name(value: str) -> bool:
+    """Does an identifier-shaped value look generated rather than named? Names switch
+    between letters and digits once or twice (sha256Digest, accessTokenV2); random
+    strings of 16+ letters and digits switch several times (l0eyi3n9b2r89v0v...)."""
+    return len(S.digit_run.findall(value)) >= 3 and not _type_name(value)
+
+
+class _KeyInfo:
+    """What a key name says about the value assigned to it."""
+
+    __slots__ = ("skip", "exact", "formats", "header", "generic")
+
+    def __init__(self, skip: bool, exact: int | None, formats: tuple[_Format, ...], header: bool,
+                 generic: bool) -> None:
+        self.skip = skip          # nothing to find: no rule for it, or a password (the password rule's)
+        self.exact = exact        # a rule for this exact spelling (_authToken, auth)
+        self.formats = formats    # provider formats the key names, best first
+        self.header = header      # an API-key header name
+        self.generic = generic    # a secret's name (token, client_secret, apiKey, ...)
+
+
+_NOTHING = _KeyInfo(True, None, (), False, False)
+
+
+def _key_info(t: Tables, key: bytes) -> _KeyInfo:
+    words = [w.decode().lower() for w in P.key_words.findall(key)]
+    if not words or any("pass" in w or w == "pwd" for w in words):
+        return _NOTHING
+    bare = key.lstrip(b"$")
+    glued = "".join(words)
+    cands = set(words)
+    cands.update(words[i] + words[i + 1] for i in range(len(words) - 1))
+    cands.add(glued)
+    last = words[-1]
+    formats: list[_Format] = []
+    if last not in _c.ID_WORDS:
+        if len(words) == 1 and len(glued) > 8:  # IBMCLOUDIAMAPIKEY: the provider is inside
+            cands.update(w for w in t.keyed if len(w) >= 4 and w in glued)
+        for word in cands:
+            formats.extend(t.keyed.get(word, ()))
+    formats = sorted(set(formats), key=lambda f: f.prio)
+    header = t.header is not None and bare.lower() in _c.KEY_HEADERS
+    two = words[-2] + last if len(words) > 1 else ""
+    generic = (t.generic is not None and cands.isdisjoint(_c.NOT_SECRET_WORDS)
+               and (last in _c.SECRET_WORDS or two in _c.SECRET_WORDS
+                    or (len(words) == 1 and glued.endswith(("secret", "token", "apikey", "secretkey", "accesskey")))))
+    exact = t.exact.get(bare)
+    if not (formats or header or generic or exact is not None):
+        return _NOTHING
+    return _KeyInfo(False, exact, tuple(formats), header, generic)
+
+
+def _classify(v: Views, t: Tables, info: _KeyInfo, vs: int, ve: int, qe: int, header: bool,
+              out: list[Hit]) -> int:
+    """Which rule, if any, a value assigned to a key falls under; the end of the hit or -1."""
+    value = v.text[vs:ve]
+    if value in _c.DOCUMENTED_VALUES:
+        return -1
+    if info.exact is not None:
+        if info.exact == t.basic:
+            return _docker_auth(v, vs, ve, info.exact, out)
+        if _variety(v, vs, ve) >= 2:
+            out.append((vs, ve, info.exact))
+            return ve
+        return -1
+    # A provider's format: a key naming it, a value of its shape.
+    for f in info.formats:
+        if f.fullmatch(value) and (_varied_end(v.b, vs, ve) if f.check is _ok else _randomish(v, vs, ve)):
+            out.append((vs, ve, f.prio))
+            return ve
+    if info.header and header and t.header is not None:
+        if _opaque(v, vs, ve) and not S.placeholder.fullmatch(value):
+            out.append((vs, ve, t.header))
+            return ve
+        return -1
+    if not info.generic or t.generic is None:
+        return -1
+    gs, ge = (vs, qe) if qe > 0 else (vs, ve)
+    if not _generic_value(v, gs, ge, quoted=qe > 0):
+        return -1
+    out.append((gs, ge, t.generic))
+    return ge
+
+
+def _generic_value(v: Views, s: int, e: int, quoted: bool) -> bool:
+    """A value that looks like a credential: 16+ characters, letters and digits mixed,
+    no stand-in words, not code (an identifier, a call, a path, a URL)."""
+    value = v.text[s:e]
+    if len(value) < 16 or len(value) > 256 or " " in value:
+        return False
+    if not S.digit.search(value) or not S.letter.search(value) or len(set(value)) < 8:
+        return False
+    if S.stand_in.search(value) or S.placeholder.fullmatch(value):
+        return False
+    if value[0] in "/$%{<@" or "://" in value or (not quoted and v.b[e:e + 1] in (b"(", b"[")):
+        return False
+    if not quoted and (_code_name(value) or _in_signature(v.b, s)):
+        return False  # private_key: PKCS7PrivateKeyTypes (a type), def f(token: TokenV2): code
+    return True
+
+
+def _type_name(word: str) -> bool:
+    """Capitalised words run together (see S.type_part). Random tokens almost never
+    split this way: a lone lower-case letter between capitals or digits breaks it."""
+    head = S.type_head.match(word)
+    rest = word[head.end():] if head else word
+    return bool(rest) and "".join(S.type_part.findall(rest)) == rest
+
+
+def _code_name(value: str) -> bool:
+    """A type name, or a dotted path of module and type names (rsa.RSAPrivateKey)."""
+    parts = value.split(".")
+    return _type_name(parts[-1]) and all(S.module_name.fullmatch(p) or _type_name(p) for p in parts[:-1])
+
+
+def _in_signature(b: bytes, pos: int) -> bool:
+    """Is pos in a parameter list: "(" on its line (within 200 characters: a bound, so
+    a huge line costs no more per candidate) before it and no ")" between?"""
+    lo = pos - 200 if pos > 200 else 0
+    ls = b.rfind(b"\n", lo, pos) + 1 or lo
+    op = b.rfind(b"(", ls, pos)
+    return op >= 0 and b.find(b")", op, pos) < 0
+
+
+def _docker_auth(v: Views, s: int, e: int, prio: int, out: list[Hit]) -> int:
+    """A docker config "auth" value: base64 of user:password."""
+    decoded = _b64decode(v.text[s:e])
+    if decoded and b":" in decoded and len(decoded) >= 5 and all(32 <= c < 127 for c in decoded):
+        out.append((s, e, prio))
+        return e
+    return -1
 
 
 # ------------------------------------------------------------- context rules (low)
@@ -566,7 +864,8 @@ def _password_value(v: Views, m: re.Match[bytes]) -> tuple[int, int] | None:
                 return None
             tight = low[kw_end:vs].strip(b"\"'`") in (b"=", b":")
             rest = low[ve:ve + 64].split(b"\n", 1)[0].strip()  # bounded: no rescanning long lines
-            yaml_like = op == b":" and (not rest or rest[:1] in (b",", b"}", b"#"))
+            yaml_like = (op == b":" and (not rest or rest[:1] in (b",", b"}", b"#"))
+                         and not _in_signature(v.b, key_start))  # def f(shrink_pass: PassKind,
             at_col0 = key_start == 0 or low[key_start - 1] == 0x0A  # INI keys start lines
             ini = at_col0 and op == b"=" and v.in_ini_section(key_start)
             if not (flag or query or yaml_like or ini or (line_start and tight and op == b"=")):
@@ -587,6 +886,11 @@ def scan_password(v: Views, prio: int, out: list[Hit]) -> None:
             inner = v.text[s:e].strip()
             if inner and not S.placeholder.fullmatch(inner):
                 out.append((s, e, prio))
+    if b"<add" in low:  # NuGet.config: <add key="ClearTextPassword" value="..." />
+        for m in _at(low, b"<add", P.nuget):
+            s, e = m.span(1)
+            if not S.placeholder.fullmatch(v.text[s:e]):
+                out.append((s, e, prio))
 
 
 def scan_curl_user(v: Views, prio: int, out: list[Hit]) -> None:
@@ -605,27 +909,6 @@ def scan_curl_user(v: Views, prio: int, out: list[Hit]) -> None:
         out.append((s, e, prio))
 
 
-_KEY_HEADERS = (b"x-api-key", b"api-key", b"x-goog-api-key", b"ocp-apim-subscription-key",
-                b"x-auth-token", b"x-access-token", b"private-token", b"x-apikey")
-
-
-def scan_key_header(v: Views, prio: int, out: list[Hit]) -> None:
-    """x-api-key: ..., api-key: ... (Azure OpenAI), private-token: ... (GitLab)."""
-    low, text = v.low, v.text
-    for m in (*_at(low, b"-key", P.key_header), *_at(low, b"-token", P.key_token)):
-        start = m.start() + 1
-        name_start = start
-        while name_start > 0 and low[name_start - 1] in _KEY_CHARS:
-            name_start -= 1
-        name = low[name_start:m.start()] + (b"-key" if low.startswith(b"-key", m.start()) else b"-token")
-        if name not in _KEY_HEADERS:
-            continue
-        s, e = m.span(1)
-        value = text[s:e]
-        if _opaque(v, s, e) and not S.placeholder.fullmatch(value):
-            out.append((s, e, prio))
-
-
 def scan_aws_secret(v: Views, prio: int, out: list[Hit]) -> None:
     low = v.low
     for m in _at(low, b"secret", P.aws_secret):
@@ -636,28 +919,31 @@ def scan_aws_secret(v: Views, prio: int, out: list[Hit]) -> None:
             out.append((s, e, prio))
 
 
-def scan_twilio_ctx(v: Views, prio: int, out: list[Hit]) -> None:
-    for m in _at(v.low, b"twilio", P.twilio_ctx):
-        s, e = m.span(1)
-        if _variety(v, s, e) >= 2:
-            out.append((s, e, prio))
+# Schemes whose "credentials" are a per-request signature or a login name, not a
+# reusable secret.
+_SIGNED_SCHEMES = frozenset((b"digest", b"aws4-hmac-sha256", b"hmac", b"signature", b"negotiate", b"ntlm"))
 
 
-def scan_auth(v: Views, bearer: int | None, basic: int | None, out: list[Hit]) -> None:
+def scan_auth(v: Views, bearer: int | None, basic: int | None, okta: int | None, out: list[Hit]) -> None:
+    """Authorization headers: Basic credentials that decode to user:password, and any
+    other scheme's (Bearer, token, SSWS, Bot, ...) opaque credentials."""
     low = v.low
     text = v.text
     for m in _at(low, b"authorization", P.auth):
         s, e = m.span(2)
         value = text[s:e]
-        if m.group(1) == b"basic":
+        scheme = m.group(1)
+        if scheme == b"basic":
             if basic is None:
                 continue
             decoded = _b64decode(value)  # the scheme's own check: base64 of "user:password"
             if decoded and b":" in decoded and all(32 <= c < 127 for c in decoded):
                 out.append((s, e, basic))
-        elif bearer is not None:
+        elif scheme not in _SIGNED_SCHEMES and bearer is not None:
+            if scheme is None and (S.ident.fullmatch(value) or text[e:e + 1] in ("(", "[", ".")):
+                continue  # authorization = base64.decodebytes(...): code, not a credential
             if len(value) >= 12 and _opaque(v, s, e) and not S.placeholder.fullmatch(value):
-                out.append((s, e, bearer))
+                out.append((s, e, okta if scheme == b"ssws" and okta is not None else bearer))
 
 
 def _ssn_ok(digits: str) -> bool:
@@ -714,8 +1000,26 @@ def _issuer_ok(d: str) -> bool:
     return False
 
 
+# Numbers the payment processors publish for testing (Stripe, Braintree, Adyen, PayPal):
+# pasted from their documentation, they identify no one, and redacting them would
+# break the very conversations about integrating a payment form.
+TEST_CARDS = frozenset((
+    "4242424242424242", "4000056655665556", "4111111111111111", "4012888888881881", "4222222222222",
+    "4000000000000002", "4000000000009995", "4000000000000077", "4000000000000341", "4000002500003155",
+    "4000002760003184", "4000000000003220", "4000000000000101", "4000000000000127", "4000000000000119",
+    "4000000000000069", "4000000000000036", "4000000000000010", "4000000000000028", "4000000000000259",
+    "4000000000005126", "4000008400001629", "4100000000000019", "4000000000009235", "4000000000009979",
+    "4000000000009987", "4009348888881881", "4005519200000004", "4012000033330026", "4012000077777777",
+    "4217651111111119", "4500600000000061", "5555555555554444", "2223003122003222", "5200828282828210",
+    "5105105105105100", "5500000000000004", "5431111111111111", "2223000048400011", "378282246310005",
+    "371449635398431", "378734493671000", "6011111111111117", "6011000990139424", "6011981111111113",
+    "6011601160116611", "3056930009020004", "36227206271667", "30569309025904", "38520000023237",
+    "3566002020360505", "3530111333300000", "3566111111111113", "6200000000000005", "6205500000000000004",
+))
+
+
 def _card_ok(digits: str) -> bool:
-    return _issuer_ok(digits) and _luhn(digits) and len(set(digits)) > 1
+    return _issuer_ok(digits) and _luhn(digits) and len(set(digits)) > 1 and digits not in TEST_CARDS
 
 
 def _digit_after(cls: bytes, e: int, seps: bytes) -> bool:
@@ -735,7 +1039,7 @@ def scan_cards(v: Views, prio: int, out: list[Hit]) -> None:
         e = P.run0.match(cls, s).end()  # the whole digit run: its inside is never revisited
         # Unseparated, only 13-16 digits: 17-19 are rare on cards but common as 64-bit
         # integers (hashes, ids), of which ~4% pass the issuer and Luhn checks.
-        if (13 <= e - s <= 16 and (s == 0 or cls[s - 1] not in b"0Aa_.+-")
+        if (13 <= e - s <= 16 and (s == 0 or cls[s - 1] not in b"0Aa_.+-/")  # /feature/5068609911521280: an id
                 and not _digit_after(cls, e, b".-") and _card_ok(text[s:e])):
             out.append((s, e, prio))
         s = find(b"0000000000000", e)
@@ -942,23 +1246,44 @@ def scan_pem(v: Views, prio: int, out: list[Hit]) -> None:
         pos = max(end, hdr_end)
 
 
-def _slack_webhook(v: Views, prio: int, out: list[Hit]) -> None:
+def _putty(v: Views, prio: int, out: list[Hit]) -> None:
+    """PuTTY .ppk files: the lines after "Private-Lines: N" are the private key."""
     b = v.b
-    for m in _at(b, b"hooks.slack.com", P.slack_webhook):
-        s = m.start()
-        for scheme in (b"https://", b"http://"):
-            if b[s - len(scheme):s] == scheme:
-                s -= len(scheme)
+    i = b.find(b"PuTTY-User-Key-File-")
+    while i >= 0:
+        m = P.putty_lines.search(b, i, i + 4000)
+        if m is None:
+            return
+        s = e = m.end()
+        for _ in range(min(int(m.group(1)), 200)):
+            nl = b.find(b"\n", e)
+            if nl < 0:
+                e = len(b)
                 break
-        out.append((s, m.end(), prio))
+            e = nl + 1
+        while e > s and b[e - 1] in b"\r\n":
+            e -= 1
+        if e > s:
+            out.append((s, e, prio))
+        i = b.find(b"PuTTY-User-Key-File-", max(e, i + 1))
 
 
-def _sendgrid(v: Views, prio: int, out: list[Hit]) -> None:
-    _scan_simple(v, P.sendgrid, b"SG.", 0, prio, _randomish, out)
-
-
-def _npmrc(v: Views, prio: int, out: list[Hit]) -> None:
-    _scan_simple(v, P.npmrc, b"_authToken", 1, prio, lambda v, s, e: _variety(v, s, e) >= 2, out)
+def scan_private_keys(v: Views, prio: int, out: list[Hit]) -> None:
+    scan_pem(v, prio, out)
+    b = v.b
+    begin, end = b"---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----", b"---- END SSH2 ENCRYPTED PRIVATE KEY ----"
+    i = b.find(begin)
+    e = b.find(end, i) if i >= 0 else -1
+    while i >= 0 and e >= 0:
+        nxt = b.find(begin, i + len(begin), e)
+        if nxt < 0:  # the BEGIN nearest its END is the block (an earlier one was cut short)
+            out.append((i, e + len(end), prio))
+            i = b.find(begin, e)
+            e = b.find(end, i) if i >= 0 else -1
+        else:
+            i = nxt
+    if b"PuTTY-User-Key-File-" in b:
+        _putty(v, prio, out)
 
 
 def markers(v: Views) -> list[tuple[int, int]]:
@@ -966,7 +1291,229 @@ def markers(v: Views) -> list[tuple[int, int]]:
     return [m.span() for m in _at(v.b, b"[REDACTED:", P.marker)]
 
 
-# Scanners other than the token-run dispatch: (rules they report, function(v, on, prio, out)).
+# ----------------------------------------------------------- rules keyed on a literal
+
+def _with_scheme(b: bytes, s: int) -> int:
+    for scheme in (b"https://", b"http://"):
+        if b[s - len(scheme):s] == scheme:
+            return s - len(scheme)
+    return s
+
+
+def scan_webhooks(v: Views, slack: int | None, discord: int | None, teams: int | None,
+                  out: list[Hit]) -> None:
+    """Slack, Discord and Teams webhook URLs, found where "hook" occurs: one pass for all."""
+    b = v.b
+    find = b.find
+    i = find(b"hook")
+    while i >= 0:
+        nxt = i + 4
+        if slack is not None and b.startswith(b"hooks.slack.com/", i):
+            m = P.hook_slack.match(b, i)
+            if m:
+                out.append((_with_scheme(b, i), m.end(), slack))
+                nxt = m.end()
+        elif discord is not None and b.startswith(b"hooks/", i) and b[i - 7:i] == b"api/web":
+            for back in (19, 22):  # discord.com/api/web, discordapp.com/api/web
+                m = P.hook_discord.match(b, i - back) if i >= back else None
+                if m:
+                    out.append((_with_scheme(b, i - back), m.end(), discord))
+                    nxt = m.end()
+                    break
+        elif teams is not None and b.startswith(b"hook.office.com/", i) and b[i - 3:i] == b"web":
+            m = P.hook_teams.match(b, i - 3)
+            if m:
+                host = P.host_rev.match(b[max(0, i - 68):i - 3][::-1]).end()
+                out.append((_with_scheme(b, i - 3 - host), m.end(), teams))
+                nxt = m.end()
+        i = find(b"hook", nxt)
+
+
+def _k8s_values(v: Views, lo: int, hi: int, prio: int, out: list[Hit]) -> None:
+    """Redact the values under data: / stringData: between lo and hi."""
+    b = v.b
+    for indent, pos in _k8s_sections(b, lo, hi):
+        while pos < hi:
+            e = P.k8s_yaml_entry.match(b, pos, hi)
+            if e is None or len(e.group(1)) <= indent:
+                break
+            deep = len(e.group(1))
+            vs, ve = e.span(3)
+            raw = b[vs:ve].rstrip()
+            pos = e.end() + 1
+            if raw in (b"|", b"|-", b"|+", b">", b">-", b">+"):
+                # A block scalar: the more deeply indented lines after it.
+                bs = be = pos
+                while be < hi:
+                    nl = b.find(b"\n", be, hi)
+                    line_end = nl if nl >= 0 else hi
+                    line = b[be:line_end]
+                    if line.strip() and len(line) - len(line.lstrip(b" \t")) <= deep:
+                        break
+                    be = line_end + 1 if nl >= 0 else hi
+                end = min(be, hi)
+                while end > bs and b[end - 1] in b" \t\r\n":
+                    end -= 1
+                first = bs + len(b[bs:end]) - len(b[bs:end].lstrip())
+                if end > first:
+                    out.append((first, end, prio))
+                pos = be
+                continue
+            ve = vs + len(raw)
+            if raw[:1] in (b'"', b"'") and raw[-1:] == raw[:1] and len(raw) >= 2:
+                vs, ve = vs + 1, ve - 1
+            value = v.text[vs:ve]
+            if ve > vs and not S.placeholder.fullmatch(value) and value not in ("~", "null"):
+                out.append((vs, ve, prio))
+    i = b.find(b'ata"', lo, hi)
+    while i >= 0:
+        m = P.k8s_json_data.match(b, i - 2 if b[i - 2:i] == b'"d' else i - 8, hi)
+        i = b.find(b'ata"', i + 4, hi)
+        if m is None:
+            continue
+        pos = m.end()
+        while True:
+            e = P.k8s_json_entry.match(b, pos, hi)
+            if e is None:
+                break
+            vs, ve = e.span(1)
+            if not S.placeholder.fullmatch(v.text[vs:ve]):
+                out.append((vs, ve, prio))
+            pos = e.end()
+
+
+def _k8s_sections(b: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+    """YAML "data:" and "stringData:" keys alone on their line between lo and hi: their
+    indentation and where the line after them starts. Found by literal, not by a
+    line-anchored pattern (which would be tried at every byte)."""
+    i = b.find(b"ata:", lo, hi)
+    while i >= 0:
+        if b[i - 1:i] == b"d":
+            key_s = i - 1
+        elif b[i - 7:i] == b"stringD":
+            key_s = i - 7
+        else:
+            key_s = -1
+        if key_s >= 0:
+            ls = b.rfind(b"\n", lo, key_s) + 1 or lo
+            nl = b.find(b"\n", i + 4, hi)
+            nl = hi if nl < 0 else nl
+            if not b[ls:key_s].strip(b" \t") and b[i + 4:nl].strip(b" \t\r")[:1] in (b"", b"#"):
+                yield key_s - ls, nl + 1
+        i = b.find(b"ata:", i + 4, hi)
+
+
+def _yaml_block(b: bytes, pos: int) -> tuple[int, int]:
+    """The YAML mapping around the line at pos: the lines next to it that are blank,
+    comments, indented, or top-level "key:" lines (prose ends it, as does a second
+    top-level "kind:", which starts another object). At most 3000 characters before
+    and 8000 after."""
+    ls = b.rfind(b"\n", 0, pos) + 1
+    lo = ls
+    floor = max(0, ls - 3000)
+    while lo > floor:
+        prev = b.rfind(b"\n", floor, lo - 1) + 1 or floor
+        if not _yaml_line(b[prev:lo - 1]):
+            break
+        lo = prev
+    hi = b.find(b"\n", pos)
+    ceiling = min(len(b), pos + 8000)
+    hi = ceiling if hi < 0 or hi > ceiling else hi
+    while hi < ceiling:
+        nxt = b.find(b"\n", hi + 1, ceiling)
+        nxt = ceiling if nxt < 0 else nxt
+        if not _yaml_line(b[hi + 1:nxt]):
+            break
+        hi = nxt
+    return lo, hi
+
+
+def _yaml_line(line: bytes) -> bool:
+    stripped = line.strip()
+    if not stripped or stripped[:1] == b"#" or line[:1] in (b" ", b"\t") or line.startswith(b"---"):
+        return True
+    return P.yaml_top_key.match(line) is not None and not line.startswith(b"kind:")
+
+
+def scan_k8s_secret(v: Views, prio: int, out: list[Hit]) -> None:
+    """Kubernetes Secret manifests: every value under data: (base64 of the secret) and
+    stringData: (the secret itself), within the manifest: its YAML mapping, or for JSON
+    the paragraph around it."""
+    b = v.b
+    done = 0
+    for m in _at(b, b"kind", P.k8s_kind):
+        if m.start() < done:
+            continue
+        if b[m.start() - 1:m.start()] in (b'"', b"'"):  # JSON: the paragraph around it
+            lo = b.rfind(b"\n\n", max(0, m.start() - 1500), m.start())
+            lo = max(0, m.start() - 1500) if lo < 0 else lo + 2
+            hi = b.find(b"\n\n", m.end(), m.end() + 6000)
+            hi = min(len(b), m.end() + 6000) if hi < 0 else hi
+        else:
+            lo, hi = _yaml_block(b, m.start())
+        _k8s_values(v, max(lo, done), hi, prio, out)
+        done = hi
+
+
+def scan_azure_sas(v: Views, prio: int, out: list[Hit]) -> None:
+    """The sig= of an Azure shared access signature: a query string that also carries
+    the service version (sv=) and an expiry or permissions (se=, sp=). The query is
+    read at most 600 characters back and 400 on, so a huge line costs no more."""
+    b = v.b
+    pos = b.find(b"sig=")
+    while pos >= 0:
+        if pos > 0 and b[pos - 1] in b"?&":
+            lo = pos - 600 if pos > 600 else 0
+            q = max(b.rfind(c, lo, pos) for c in (b"?", b" ", b"\n", b'"', b"'"))
+            m = P.sas_end.search(b, pos, pos + 400)
+            end = m.start() if m else min(len(b), pos + 400)
+            names = {m.group(1) for m in P.sas_query.finditer(b, q if q >= 0 else lo, end)}
+            if b"sv" in names and (b"se" in names or b"sp" in names):
+                vs = pos + 4
+                ve = b.find(b"&", vs, end)
+                ve = end if ve < 0 else ve
+                if ve - vs >= 20:
+                    out.append((vs, ve, prio))
+        pos = b.find(b"sig=", pos + 4)
+
+
+def _ip_kept(address: str) -> bool:
+    """Addresses that identify no one: loopback, unspecified, broadcast, netmasks and
+    the documentation ranges (RFC 5737, RFC 3849)."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+        return True
+    if ip.version == 4:
+        return (address.startswith(("255.", "192.0.2.", "198.51.100.", "203.0.113.")))
+    return ip in ipaddress.ip_network("2001:db8::/32")
+
+
+def scan_ip(v: Views, prio: int, out: list[Hit]) -> None:
+    b, text = v.b, v.text
+    for m in P.ipv4.finditer(b):
+        s, e = m.span()
+        before = b[max(0, s - 8):s].lower()
+        if before.endswith((b"v", b"version ", b"/")):
+            continue  # v1.2.3.4, version 1.2.3.4, Chrome/120.0.0.0
+        if not _ip_kept(text[s:e]):
+            out.append((s, e, prio))
+    if b"::" not in b and b.count(b":") < 7:
+        return
+    for m in P.ipv6.finditer(b):
+        s, e = m.span()
+        address = text[s:e]
+        if len(address) < 6 or not S.digit.search(address):
+            continue  # dead::beef, a::b (C++ scopes)
+        if not _ip_kept(address):
+            out.append((s, e, prio))
+
+
+# Scanners other than the token pass: (rules they report, function(v, on, prio, out)).
 Scanner = Callable[[Views, Collection[str], dict[str, int], list[Hit]], None]
 
 
@@ -976,28 +1523,34 @@ def _one(rule: str, fn: Callable[[Views, int, list[Hit]], None]) -> tuple[tuple[
     return (rule,), run
 
 
+def _p(on: Collection[str], prio: dict[str, int], rule: str) -> int | None:
+    return prio[rule] if rule in on else None
+
+
 def _auth(v: Views, on: Collection[str], prio: dict[str, int], out: list[Hit]) -> None:
-    scan_auth(v, prio["bearer_token"] if "bearer_token" in on else None,
-              prio["basic_auth"] if "basic_auth" in on else None, out)
+    scan_auth(v, _p(on, prio, "bearer_token"), _p(on, prio, "basic_auth"), _p(on, prio, "okta_token"), out)
+
+
+def _hooks(v: Views, on: Collection[str], prio: dict[str, int], out: list[Hit]) -> None:
+    scan_webhooks(v, _p(on, prio, "slack_webhook"), _p(on, prio, "discord_webhook"),
+                  _p(on, prio, "teams_webhook"), out)
 
 
 SCANNERS: tuple[tuple[tuple[str, ...], Scanner], ...] = (
-    _one("pem_private_key", scan_pem),
-    _one("sendgrid_key", _sendgrid),
-    _one("slack_webhook", _slack_webhook),
-    _one("npm_token", _npmrc),
+    _one("pem_private_key", scan_private_keys),
+    (("slack_webhook", "discord_webhook", "teams_webhook"), _hooks),
     _one("aws_secret_key", scan_aws_secret),
-    _one("twilio_key", scan_twilio_ctx),
     (("bearer_token", "basic_auth"), _auth),
-    _one("api_key_header", scan_key_header),
     _one("password", scan_curl_user),
     _one("url_password", scan_url_password),
     _one("password", scan_password),
+    _one("kubernetes_secret", scan_k8s_secret),
+    _one("azure_sas_token", scan_azure_sas),
     _one("credit_card", scan_cards),
     _one("iban", scan_iban),
     _one("us_ssn", scan_ssn),
     _one("us_ssn", scan_ssn_ctx),
     _one("email", scan_email),
     _one("phone", scan_phone),
+    _one("ip_address", scan_ip),
 )
-

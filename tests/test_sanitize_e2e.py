@@ -46,7 +46,8 @@ def _everything_readable(ok: Run, sid: str, paths: Paths) -> dict[str, str]:
 
 @pytest.mark.parametrize("outbound", [False, True])
 def test_each_secret_is_redacted_everywhere(ok: Run, paths: Paths, fake_llm, outbound: bool) -> None:
-    configure(paths, fake_llm, extra=f'\n[sanitize]\nenable = ["phone"]\noutbound = {str(outbound).lower()}\n')
+    configure(paths, fake_llm,
+              extra=f'\n[sanitize]\nenable = ["phone", "ip_address"]\noutbound = {str(outbound).lower()}\n')
     for i, (rule, case) in enumerate(sorted(CASES.items())):
         sid = f"s{i}"
         r = ok("send", "-s", sid, "--format", "json", "Please keep this safe:\n" + case["text"])
@@ -114,3 +115,15 @@ def test_sanitize_list_rules(ok: Run) -> None:
     table = ok("sanitize", "--list-rules").stdout.splitlines()
     assert table[0].split()[:3] == ["RULE", "STATE", "DESCRIPTION"]
     assert len(table) == 2 + len(rules)  # one line per rule: examples are shown on one line
+
+
+def test_sanitize_command_redacts_every_listed_example(ok: Run, paths: Paths) -> None:
+    # What --list-rules shows is what the command does: each rule's fake example, piped
+    # through `sessctl sanitize` with every rule on, comes out as that rule's marker.
+    paths.write_config('[sanitize]\nenable = ["phone", "ip_address"]\n')
+    rules = ok("sanitize", "--list-rules", "--json").json()
+    assert len(rules) >= 130
+    for rule in rules:
+        r = ok("sanitize", "--report", input=f"example: {rule['example']}\n")
+        assert f"[REDACTED:{rule['name']}]" in r.stdout, rule["name"]
+        assert json.loads(r.stderr).get(rule["name"], 0) >= 1, rule["name"]

@@ -3,13 +3,15 @@
     python tests/sanitize_corpus/generate.py
 
 Deterministic (fixed seed), so the committed files only change when this script does.
-Every secret is FAKE: random strings from a seeded generator, payment cards from the
-issuers' published test ranges, IBANs on made-up accounts, fictional phone ranges,
-RFC 2606 example domains.
+Every secret is FAKE: random strings from a seeded generator, payment card numbers
+made up to pass Luhn (the processors' documented test numbers are look-alikes, left
+alone), IBANs on made-up accounts, fictional phone ranges, RFC 2606 example domains.
 
 positives.jsonl: {"id", "rule", "secret", "text", "context"}: `secret` occurs exactly
 once in `text`, and sanitizing `text` must give text.replace(secret, "[REDACTED:rule]").
-negatives.jsonl: {"id", "kind", "text"}: look-alikes that must come back unchanged.
+negatives.jsonl: {"id", "kind", "text"} and, for a look-alike of one rule's format,
+"near": that rule: texts that must come back unchanged. Every built-in rule has at
+least five positives and one look-alike.
 Numeric look-alikes fail the checksum their shape would need (not_luhn, bad_iban): a
 number with a card issuer's prefix and length that passes Luhn is a card number as far
 as any detector can tell, so it has no place among the negatives.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import string
 import sys
@@ -203,7 +206,7 @@ def pem(kind: str | None = None, escaped: bool = False, truncated: bool = False)
 
 
 def bearer() -> str:
-    return R.choice([rnd(B62, 32), rnd(B64URL, 40), "ya29." + rnd(B64URL, 60), rnd(HEX, 40)])
+    return R.choice([rnd(B62, 32), rnd(B64URL, 40), "Ab" + rnd(B64URL, 60), rnd(HEX, 40)])
 
 
 def basic() -> str:
@@ -239,11 +242,12 @@ TEST_CARDS = [
 
 
 def card() -> str:
-    if R.random() < 0.5:
-        return R.choice(TEST_CARDS)
-    prefix, length = R.choice([("424242", 16), ("411111", 16), ("555555", 16), ("378282", 15),
-                               ("601111", 16), ("356600", 16), ("222300", 16), ("400005", 19)])
-    return luhn_complete(prefix, length)
+    while True:
+        prefix, length = R.choice([("4539", 16), ("4716", 16), ("4929", 13), ("5425", 16), ("2221", 16),
+                                   ("3714", 15), ("3787", 15), ("6011", 16), ("3530", 16), ("4000", 19)])
+        n = luhn_complete(prefix, length)
+        if n not in TEST_CARDS:
+            return n
 
 
 def card_formatted() -> str:
@@ -317,6 +321,310 @@ def phone() -> str:
         f"+33 1 99 00 {R.randrange(10, 99)} {R.randrange(10, 99)}", f"+49 30 1234{R.randrange(1000):03d}",
         f"+81 3-1234-{R.randrange(10000):04d}", f"+12025550{R.randrange(100, 200)}",
     ])
+
+
+# ------------------------------------------------------- provider formats (issue 14)
+
+LOWER36 = string.ascii_lowercase + string.digits
+B32L = "abcdefghijklmnopqrstuvwxyz234567"
+BECH32 = "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def with_run(make: Callable[[], str]) -> str:
+    """A value the token pass can see: somewhere a run of 16 letters, digits, - or _.
+    (Values split by "+", "/", "." or "~" every few characters are missed; see the
+    Sanitizer section of bench/README.md.)"""
+    while True:
+        value = make()
+        if any(len(run) >= 16 for run in value.replace("+", " ").replace("/", " ").replace(".", " ")
+               .replace("~", " ").replace("=", " ").replace("%", " ").split()):
+            return value
+
+
+def discord_bot() -> str:
+    user_id = str(R.randrange(10**17, 10**19)).encode()
+    return base64.b64encode(user_id).decode().rstrip("=") + "." + rnd(B64URL, 6) + "." + rnd(B64URL, 38)
+
+
+def grafana() -> str:
+    kind = R.choice(["glc", "glsa", "legacy"])
+    if kind == "glc":
+        return "glc_" + b64(json.dumps({"o": rnd(string.digits, 6), "n": "fake-stack", "k": rnd(B62, 24)},
+                                        separators=(",", ":")).encode()).rstrip("=")
+    if kind == "glsa":
+        return f"glsa_{rnd(B62, 32)}_{rnd(HEX, 8)}"
+    return b64(json.dumps({"k": rnd(B62, 32), "n": "fake-key", "id": R.randrange(1, 99)},
+                          separators=(",", ":")).encode()).rstrip("=")
+
+
+def mapbox() -> str:
+    head = b64(json.dumps({"u": "fakeuser", "a": rnd(LOWER36, 12)}, separators=(",", ":")).encode()).rstrip("=")
+    return f"sk.{head}.{rnd(B64URL, 22)}"
+
+
+# Formats with a fixed prefix, suffix or infix: a maker of a fresh fake token for each.
+PREFIXED: dict[str, Callable[[], str]] = {
+    "google_oauth": lambda: R.choice(["GOCSPX-" + rnd(B64URL, 28), "ya29." + rnd(B64URL, R.choice([90, 150]))]),
+    "langsmith_key": lambda: f"lsv2_{R.choice(['pt', 'sk'])}_{rnd(HEX, 32)}_{rnd(HEX, 10)}",
+    "pinecone_key": lambda: f"pcsk_{rnd(B62, 5)}_{rnd(B62, 63)}",
+    "elevenlabs_key": lambda: "sk_" + rnd(HEX, 48),
+    "aws_bedrock_key": lambda: with_run(lambda: "ABSK" + b64(R.randbytes(R.choice([99, 150])))),
+    "azure_ad_client_secret": lambda: with_run(
+        lambda: rnd(B62 + "_~.", 3) + R.choice(string.digits) + "Q~" + rnd(B62 + "_~.-", R.choice([31, 34]))),
+    "azure_devops_pat": lambda: rnd(B62, 76) + "AZDO" + rnd(B62, 4),
+    "alibaba_key": lambda: "LTAI" + rnd(B62, R.choice([16, 20])),
+    "digitalocean_token": lambda: R.choice(["dop", "doo", "dor"]) + "_v1_" + rnd(HEX, 64),
+    "heroku_key": lambda: "HRKU-AA" + rnd(B64URL, 58),
+    "flyio_token": lambda: R.choice(["fo1_" + rnd(B64URL, 43), with_run(lambda: "fm2_" + b64(R.randbytes(150)))]),
+    "netlify_token": lambda: "nfp_" + rnd(B62, 36),
+    "cloudflare_key": lambda: R.choice(["cfut_" + rnd(B62, 40) + rnd(HEX, 8),
+                                        "v1.0-" + rnd(HEX, 24) + "-" + rnd(HEX, 146)]),
+    "tailscale_key": lambda: f"tskey-{R.choice(['auth', 'api', 'client'])}-k{rnd(B62, 9)}CNTRL-{rnd(B62, 33)}",
+    "supabase_token": lambda: "sbp_" + rnd(LOWER36, 40),
+    "bitbucket_token": lambda: "ATBB" + rnd(B62, 32),
+    "atlassian_token": lambda: "ATATT3xFfGF0" + rnd(B64URL, 170) + "=" + rnd("0123456789ABCDEF", 8),
+    "circleci_token": lambda: f"CCIP{R.choice(['AT', 'RJ'])}_{rnd(B62, 22)}_{rnd(HEX, 40)}",
+    "buildkite_token": lambda: "bkua_" + rnd(LOWER36, 40),
+    "sonarqube_token": lambda: R.choice(["squ_", "sqp_", "sqa_"]) + rnd(HEX, 40),
+    "nuget_key": lambda: "oy2" + rnd(LOWER36, 43),
+    "rubygems_key": lambda: "rubygems_" + rnd(HEX, 48),
+    "dockerhub_token": lambda: "dckr_pat_" + rnd(B64URL, 27),
+    "jfrog_token": lambda: R.choice(["AKCp" + rnd(B62, 69), "cmVmdGtu" + rnd(B62, 56)]),
+    "clojars_token": lambda: "CLOJARS_" + rnd(LOWER36, 60),
+    "discord_token": discord_bot,
+    "discord_webhook": lambda: f"https://discord.com/api/webhooks/{R.randrange(10**17, 10**19)}/{rnd(B64URL, 68)}",
+    "teams_webhook": lambda: (f"https://{rnd(string.ascii_lowercase, 8)}.webhook.office.com/webhookb2/"
+                              f"{uuid4()}@{uuid4()}/IncomingWebhook/{rnd(HEX, 32)}/{uuid4()}"),
+    "telegram_bot_token": lambda: f"{R.randrange(10**8, 10**10)}:AA{rnd(B64URL, 33)}",
+    "mailgun_key": lambda: "key-" + rnd(HEX, 32),
+    "mailchimp_key": lambda: rnd(HEX, 32) + f"-us{R.randrange(1, 22)}",
+    "brevo_key": lambda: R.choice(["xkeysib-", "xsmtpsib-"]) + rnd(HEX, 64) + "-" + rnd(B62, 16),
+    "square_token": lambda: R.choice(["EAAA" + rnd(B64URL, 60), "sq0atp-" + rnd(B64URL, 22),
+                                      "sq0csp-" + rnd(B64URL, 43)]),
+    "paypal_braintree_key": lambda: f"access_token$production${rnd(LOWER36, 16)}${rnd(HEX, 32)}",
+    "shopify_token": lambda: R.choice(["shpat_", "shpca_", "shppa_", "shpss_"]) + rnd(HEX, 32),
+    "easypost_key": lambda: R.choice(["EZAK", "EZTK"]) + rnd(B62, 54),
+    "flutterwave_key": lambda: R.choice(["FLWSECK-", "FLWSECK_TEST-"]) + rnd(HEX, 32) + "-X",
+    "plaid_token": lambda: f"access-{R.choice(['sandbox', 'development', 'production'])}-{uuid4()}",
+    "newrelic_key": lambda: R.choice(["NRAK-" + rnd(UP36, 27), "NRII-" + rnd(B64URL, 32), rnd(HEX, 32) + "FFFFNRAL"]),
+    "sentry_token": lambda: R.choice(["sntryu_" + rnd(HEX, 64),
+                                      with_run(lambda: "sntrys_eyJpYXQiO" + rnd(B64, 140) + "_" + rnd(B64, 43))]),
+    "grafana_token": grafana,
+    "databricks_token": lambda: "dapi" + rnd(HEX, 32) + R.choice(["", "-2"]),
+    "planetscale_token": lambda: R.choice(["pscale_tkn_", "pscale_oauth_", "pscale_pw_"]) + rnd(B64URL, 43),
+    "dynatrace_token": lambda: f"dt0c01.{rnd(UP36, 24)}.{rnd(UP36, 64)}",
+    "onepassword_key": lambda: R.choice([
+        f"A3-{rnd(UP36, 6)}-{rnd(UP36, 11)}-{rnd(UP36, 5)}-{rnd(UP36, 5)}-{rnd(UP36, 5)}",
+        with_run(lambda: "ops_eyJ" + rnd(B64, 300))]),
+    "vault_token": lambda: R.choice(["hvs." + rnd(B64URL, 92), "hvb." + rnd(B64URL, 150)]),
+    "terraform_token": lambda: f"{rnd(B62, 14)}.atlasv1.{rnd(B62, 67)}",
+    "doppler_token": lambda: f"dp.{R.choice(['pt', 'st', 'sa', 'ct'])}.{rnd(B62, 43)}",
+    "pulumi_token": lambda: "pul-" + rnd(HEX, 40),
+    "openshift_token": lambda: "sha256~" + rnd(B64URL, 43),
+    "age_secret_key": lambda: "AGE-SECRET-KEY-1" + rnd(BECH32, 58),
+    "linear_key": lambda: "lin_api_" + rnd(B62, 40),
+    "notion_token": lambda: R.choice(["ntn_" + rnd(string.digits, 11) + rnd(B62, 35), "secret_" + rnd(B62, 43)]),
+    "postman_key": lambda: f"PMAK-{rnd(HEX, 24)}-{rnd(HEX, 34)}",
+    "figma_token": lambda: "figd_" + rnd(B64URL, 40),
+    "contentful_token": lambda: "CFPAT-" + rnd(B64URL, 43),
+    "hubspot_token": lambda: f"pat-{R.choice(['na1', 'eu1'])}-{uuid4()}",
+    "airtable_token": lambda: f"pat{rnd(B62, 14)}.{rnd(HEX, 64)}",
+    "prefect_key": lambda: "pnu_" + rnd(B62, 36),
+    "readme_key": lambda: "rdme_" + rnd(LOWER36, 70),
+    "shippo_key": lambda: f"shippo_{R.choice(['live', 'test'])}_{rnd(HEX, 40)}",
+    "duffel_key": lambda: f"duffel_{R.choice(['live', 'test'])}_{rnd(B64URL, 43)}",
+    "frameio_token": lambda: "fio-u-" + rnd(B64URL, 64),
+    "infracost_key": lambda: "ico-" + rnd(B62, 32),
+    "typeform_token": lambda: "tfp_" + rnd(B64URL, 59),
+    "sourcegraph_token": lambda: R.choice([f"sgp_{rnd(HEX, 16)}_{rnd(HEX, 40)}", f"sgp_{rnd(HEX, 40)}"]),
+    "intra42_secret": lambda: f"s-s4t2{R.choice(['ud', 'af'])}-{rnd(HEX, 64)}",
+    "clickhouse_key": lambda: "4b1d" + rnd(B62, 38),
+    "settlemint_token": lambda: f"sm_{R.choice(['pat', 'aat', 'sat'])}_{rnd(B62, 16)}",
+    "maxmind_key": lambda: f"{rnd(B62, 6)}_{rnd(B62, 29)}_mmk",
+    "dropbox_token": lambda: "sl." + rnd(B64URL, 138),
+    "facebook_token": lambda: "EAA" + R.choice("BCGI") + rnd(B62, 150),
+    "twitter_token": lambda: "A" * 22 + rnd(B62, 80),
+    "mapbox_token": mapbox,
+    "yandex_key": lambda: "AQVN" + rnd(B64URL, 36),
+    "octopus_key": lambda: "API-" + rnd(UP36, 26),
+    "adobe_secret": lambda: "p8e-" + rnd(B62, 32),
+    "launchdarkly_key": lambda: f"{R.choice(['api', 'sdk'])}-{uuid4()}",
+    "harness_key": lambda: f"pat.{rnd(B64URL, 22)}.{rnd(B62, 24)}.{rnd(B62, 20)}",
+}
+
+
+def generic_secret() -> str:
+    while True:
+        s = rnd(R.choice([B62, B64URL]), R.choice([20, 24, 32, 40]))
+        if any(c.isdigit() for c in s) and any(c.isalpha() for c in s):
+            return s
+
+
+# Formats recognised by the key they are assigned to: key names, a maker of a value.
+KEYED_GEN: dict[str, tuple[list[str], Callable[[], str]]] = {
+    "cohere_key": (["COHERE_API_KEY", "CO_API_KEY", "cohere_api_key", "cohereApiKey"], lambda: rnd(B62, 40)),
+    "mistral_key": (["MISTRAL_API_KEY", "mistral_api_key", "mistralApiKey"], lambda: rnd(B62, 32)),
+    "aws_session_token": (["aws_session_token", "AWS_SESSION_TOKEN", "SessionToken", "x-amz-security-token"],
+                          lambda: with_run(lambda: R.choice(["IQoJb3JpZ2luX2Vj", "FwoGZXIvYXdzE"])
+                                           + b64(R.randbytes(R.choice([240, 300]))))),
+    "azure_storage_key": (["AZURE_STORAGE_KEY", "storageAccountKey", "COSMOS_KEY", "azure_storage_access_key"],
+                          lambda: with_run(lambda: R.choice([b64(R.randbytes(64)), b64(R.randbytes(32))]))),
+    "azure_devops_pat": (["AZURE_DEVOPS_PAT", "ADO_PAT", "AZURE_DEVOPS_EXT_PAT", "vsts_token"],
+                         lambda: rnd(B32L, 52)),
+    "ibm_cloud_key": (["IBM_CLOUD_API_KEY", "ibm_api_key", "IBMCLOUD_API_KEY", "iam_apikey"],
+                      lambda: rnd(B64URL, 44)),
+    "ibm_cos_hmac": (["secret_access_key", "cos_hmac_secret", "COS_HMAC_SECRET_ACCESS_KEY"], lambda: rnd(HEX, 48)),
+    "alibaba_key": (["ALIBABA_CLOUD_ACCESS_KEY_SECRET", "aliyun_access_key_secret", "alicloud_secret_key"],
+                    lambda: rnd(B62, 30)),
+    "heroku_key": (["HEROKU_API_KEY", "heroku_api_key", "herokuApiKey"], lambda: uuid4()),
+    "vercel_token": (["VERCEL_TOKEN", "vercel_token", "vercelToken"], lambda: rnd(B62, 24)),
+    "netlify_token": (["NETLIFY_AUTH_TOKEN", "netlify_token"], lambda: rnd(B64URL, 43)),
+    "cloudflare_key": (["CLOUDFLARE_API_TOKEN", "CF_API_TOKEN", "cloudflare_api_key"],
+                       lambda: R.choice([rnd(B64URL, 40), rnd(HEX, 37)])),
+    "github_token": (["GITHUB_TOKEN", "GH_TOKEN", "github_access_token"], lambda: rnd(HEX, 40)),
+    "gitlab_token": (["GITLAB_TOKEN", "gitlab_private_token"], lambda: rnd(B64URL, 20)),
+    "bitbucket_token": (["BITBUCKET_CLIENT_SECRET", "bitbucket_secret"], lambda: rnd(B62, 32)),
+    "atlassian_token": (["JIRA_API_TOKEN", "CONFLUENCE_TOKEN", "atlassian_api_token"], lambda: rnd(B62, 24)),
+    "circleci_token": (["CIRCLECI_TOKEN", "CIRCLE_TOKEN", "circle_api_token"], lambda: rnd(HEX, 40)),
+    "travis_token": (["TRAVIS_TOKEN", "travis_api_token"], lambda: rnd(B62, 22)),
+    "buildkite_token": (["BUILDKITE_AGENT_TOKEN", "buildkite_api_token"], lambda: rnd(LOWER36, 40)),
+    "snyk_token": (["SNYK_TOKEN", "snyk_api_key", "snykToken"], lambda: uuid4()),
+    "sonarqube_token": (["SONAR_TOKEN", "sonar.login", "SONARQUBE_TOKEN"], lambda: rnd(LOWER36, 40)),
+    "jenkins_token": (["JENKINS_API_TOKEN", "jenkins_token"], lambda: rnd(HEX, 34)),
+    "nuget_key": (["NUGET_API_KEY", "nuget_key"], lambda: rnd(LOWER36, 46)),
+    "dockerhub_token": (["DOCKERHUB_TOKEN", "docker_hub_token"], lambda: uuid4()),
+    "jfrog_token": (["JFROG_ACCESS_TOKEN", "ARTIFACTORY_API_KEY", "artifactory_token"],
+                    lambda: R.choice([rnd(B62, 64), rnd(B62, 73)])),
+    "discord_token": (["DISCORD_CLIENT_SECRET", "discord_secret"], lambda: rnd(B64URL, 32)),
+    "mailgun_key": (["MAILGUN_API_KEY", "mailgun_signing_key"], lambda: f"{rnd(HEX, 32)}-{rnd(HEX, 8)}-{rnd(HEX, 8)}"),
+    "messagebird_key": (["MESSAGEBIRD_API_KEY", "messagebird_access_key", "message_bird_key"], lambda: rnd(B62, 25)),
+    "postmark_token": (["POSTMARK_SERVER_TOKEN", "postmark_api_token"], lambda: uuid4()),
+    "paypal_braintree_key": (["PAYPAL_CLIENT_SECRET", "paypal_secret", "BRAINTREE_PRIVATE_KEY"],
+                             lambda: R.choice([rnd(B64URL, 80), rnd(HEX, 32)])),
+    "shopify_token": (["SHOPIFY_API_SECRET", "shopify_secret_key"], lambda: rnd(HEX, 32)),
+    "etsy_key": (["ETSY_API_KEY", "etsy_keystring"], lambda: rnd(LOWER36, 24)),
+    "plaid_token": (["PLAID_SECRET", "plaid_secret"], lambda: rnd(HEX, 30)),
+    "datadog_key": (["DD_API_KEY", "DATADOG_API_KEY", "DD_APP_KEY", "datadog_app_key"],
+                    lambda: R.choice([rnd(HEX, 32), rnd(HEX, 40)])),
+    "sumologic_key": (["SUMO_ACCESS_KEY", "sumologic_access_key"], lambda: rnd(B62, 64)),
+    "okta_token": (["OKTA_API_TOKEN", "okta_token", "OKTA_CLIENT_TOKEN"], lambda: "00" + rnd(B64URL, 40)),
+    "auth0_secret": (["AUTH0_CLIENT_SECRET", "auth0_secret"], lambda: rnd(B64URL, 64)),
+    "twitter_token": (["TWITTER_API_SECRET", "twitter_consumer_secret"], lambda: rnd(B62, 50)),
+    "yandex_key": (["YANDEX_ACCESS_KEY", "yandex_static_key"], lambda: "YC" + rnd(B64URL, 38)),
+    "secret_assignment": (["CLIENT_SECRET", "client_secret", "API_TOKEN", "apiKey", "SECRET_KEY", "webhook_secret",
+                           "access_token", "APP_SECRET", "signing_key", "auth_token", "refreshToken"],
+                          generic_secret),
+}
+
+KEYED_TEMPLATES: list[tuple[str, str]] = [
+    ("env", "{K}={s}\nLOG_LEVEL=info\n"),
+    ("shell", "$ export {K}='{s}'"),
+    ("json", '{{"{K}": "{s}", "enabled": true}}'),
+    ("yaml", "config:\n  {K}: {s}\n  retries: 3\n"),
+    ("code", '{K} = "{s}"  # TODO move to the vault'),
+    ("ini", "[service]\n{K} = {s}\n"),
+    ("xml", "<settings>\n  <{K}>{s}</{K}>\n</settings>"),
+    ("flag", "$ deploy --{D} {s} --region eu-west-1"),
+]
+
+
+# Look-alikes: for each rule, texts shaped like its format that are not credentials
+# (documentation placeholders, the prefix in prose, the shape under an unrelated key).
+def lookalikes() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {
+        "pem_private_key": ["-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo\n"
+                            "-----END PUBLIC KEY-----", 'PEM_HEADER = "-----BEGIN RSA PRIVATE KEY-----"'],
+        "jwt": ["eyJhbGciOiJIUzI1NiJ9 is just a base64 header without payload", "eyJrZXkiOiAidmFsdWUifQ=="],
+        "anthropic_key": ["Set ANTHROPIC_API_KEY to your key (it starts with sk-ant-)."],
+        "openrouter_key": ["OpenRouter keys look like sk-or-v1-... (64 hex characters)"],
+        "openai_key": ["--sk-color-primary-500-background: #fff;", "OPENAI_API_KEY=sk-..."],
+        "google_api_key": ["the key looks like AIza followed by 35 characters"],
+        "huggingface_token": ['hf_hub_download(repo_id="org/model")', "api_org_settings_panel_visible = True"],
+        "groq_key": ["gsk_model_v2 was retrained"],
+        "xai_key": ["xai-sdk-python-client-library"],
+        "replicate_token": ["r8_ prefix"],
+        "perplexity_key": ["pplx-api docs"],
+        "aws_access_key": ["AKIA is the prefix for long-term keys", "AKIAXXXXXXXXXXXXXXXX"],
+        "aws_secret_key": ["aws_secret_access_key = YOUR_SECRET_KEY"],
+        "github_token": ["ghp_ tokens are 40 characters long", "GITHUB_TOKEN=ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"],
+        "gitlab_token": ["glpat- prefixed tokens rotate yearly"],
+        "slack_webhook": ["Create an incoming webhook at https://api.slack.com/messaging/webhooks first."],
+        "slack_token": ["slack: xoxb-your-bot-token", "xoxo, see you tomorrow"],
+        "stripe_key": ["stripe.api_key = 'sk_test_...'", "sk_live_xxxxxxxxxxxxxxxxxxxxxxxx"],
+        "twilio_key": ["SKU-12345678 in stock", "TWILIO_ACCOUNT_SID=AC" + "0" * 32],
+        "sendgrid_key": ["SG.example is not a key"],
+        "npm_token": ["npm_config_cache=/tmp/npm", "//registry.npmjs.org/:_authToken=${NPM_TOKEN}"],
+        "pypi_token": ["pypi-simple index at /simple/"],
+        "bearer_token": ["Authorization: Bearer $TOKEN", "Authorization: Bearer YOUR_API_TOKEN_HERE",
+                         "authorization: pending review by legal"],
+        "basic_auth": ["Authorization: Basic <base64 of user:password>", '{"auths": {"ghcr.io": {"auth": ""}}}'],
+        "api_key_header": ["x-api-key: YOUR_ANTHROPIC_API_KEY", "X-Api-Key: ${API_KEY}"],
+        "url_password": ["postgres://user:${PGPASSWORD}@db:5432/app", "mysql://root:<password>@localhost/test"],
+        "password": ["password = os.environ['DB_PASSWORD']", '<add key="ClearTextPassword" value="%NUGET_PASSWORD%" />'],
+        "credit_card": [f"Stripe's test card {group4('4242424242424242')} always succeeds.",
+                        f"Use {group4('5555555555554444')} (Mastercard) or 378282246310005 in the sandbox.",
+                        "Use 4111 1111 1111 1112 to test a declined card."],
+        "iban": ["The IBAN format is CCkk BBBB BBBB BBBB; country code first.",
+                 "DE00 0000 0000 0000 0000 00 is a placeholder IBAN"],
+        "us_ssn": ["SSN-like but invalid: 000-12-3456", "part no. 123-45-6789-A"],
+        "email": ["icon@2x.png icon@3x.png", "scp build.tar.gz deploy@ci-runner:/srv/releases/"],
+        "phone": ["+1 for this idea, +2 from me, +100 overall"],
+        "secret_assignment": [
+            "token = tokenizer.encode(prompt_text_with_context)", 'secret_name: "payments-api-credentials-v2"',
+            '"token_type": "Bearer", "expires_in": 3600', "max_tokens = 4096",
+            f'next_page_token: "{rnd(B64URL, 40)}"', f'csrf_token = "{rnd(HEX, 32)}"',
+            "token: ${{ secrets.GITHUB_TOKEN }}", 'SECRET_KEY = "django-insecure-changeme-0123456789"',
+            "client_secret = get_client_secret_from_vault(env)", f'public_key = "{rnd(B64URL, 43)}"',
+            'api_key = "sk-..."  # see docs', "accessToken = response.data.accessTokenValue2",
+            "secret = derive_secret_from(masterKeyMaterial2024)", "self.token = TokenCache.get_or_refresh(client)",
+        ],
+        "ip_address": ["version 1.2.3.4 of the library", "curl http://127.0.0.1:8080/health",
+                       "bind to 0.0.0.0 and ::1", "docs use 192.0.2.15 and 2001:db8::1 as examples",
+                       "OID 1.3.6.1.4.1.311.21.7 names a certificate template",
+                       "std::vector<int> v; auto t = 12:34:56;", "Chrome/120.0.6099.109 Safari/537.36",
+                       "netmask 255.255.255.0"],
+        "kubernetes_secret": [
+            "apiVersion: v1\nkind: ConfigMap\ndata:\n  LOG_LEVEL: debug\n  FEATURE_X: 'on'\n",
+            "kind: Secret\nmetadata:\n  name: db\ntype: Opaque\n# data is injected by the vault agent\n",
+            'The "kind": "Secret" objects hold base64 in data, which is encoding, not encryption.'],
+        "azure_sas_token": ["https://fake.blob.core.windows.net/c/report.pdf?sig=<signature>&sv=2022-11-02",
+                            "https://example.com/search?q=sig%3D&sv=1"],
+        "discord_webhook": ["https://discord.com/developers/docs/resources/webhook#execute-webhook"],
+        "teams_webhook": ["Add an Incoming Webhook connector; its URL ends in webhook.office.com/webhookb2/<id>"],
+        "azure_storage_key": ["DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=<key>",
+                              "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw== "
+                              "is the documented storage emulator key"],
+        "aws_session_token": ["aws_session_token = ${AWS_SESSION_TOKEN}", "SessionToken: null"],
+    }
+    for rule, make in PREFIXED.items():
+        # The fixed part of the format: what three fresh tokens have in common.
+        token = make()
+        head = os.path.commonprefix([token, make(), make()]) or token[:4]
+        body = "".join("x" if c.isalnum() else c for c in token[len(head):])
+        out.setdefault(rule, []).extend([
+            f"The format: {head}... followed by random characters (see the provider's docs).",
+            f"placeholder from the docs: {head}{body}",
+        ])
+    for rule, (keys, make) in KEYED_GEN.items():
+        key = keys[0]
+        out.setdefault(rule, []).extend([
+            f"{key}=<your-{rule.replace('_', '-')}>", f"{key}=${{{key}}}",
+            f"{key} = os.environ.get('{key}')",
+        ])
+    # The shapes of keyed formats under keys that name no provider and no secret.
+    out["heroku_key"].append(f"HEROKU_APP_ID={uuid4()}")
+    out["datadog_key"].append(f'"etag": "{rnd(HEX, 32)}", "dd_site": "datadoghq.eu"')
+    out["github_token"].append(f"commit {rnd(HEX, 40)} on branch main")
+    out["snyk_token"].append(f"request_id={uuid4()} status=200")
+    out["sentry_token"].append(f"sha256:{rnd(HEX, 64)}")
+    out["vercel_token"].append(f"VERCEL_PROJECT_ID=prj_{rnd(B62, 24)}")
+    out["cohere_key"].append(f"cohere_model_id: {rnd(B62, 40)}")
+    out["twilio_key"].append(f"TWILIO_ACCOUNT_SID=AC{rnd(HEX, 32)}")
+    return out
 
 
 # ------------------------------------------------------------------- contexts
@@ -515,9 +823,13 @@ def positives() -> list[dict[str, str]]:
     add("pem_private_key", escaped, doc, "json")
     truncated = pem("RSA PRIVATE KEY", truncated=True)
     add("pem_private_key", truncated, f"I only copied the start, is this enough?\n{truncated}", "prose")
-    for s in ("4111-1111-1111-1111", "5555 5555 5555 4444", "3782 822463 10005", "6011 0009 9013 9424"):
+    amex = luhn_complete("3787", 15)
+    for s in ("4539-1488-0343-6467", group4(luhn_complete("5425", 16)), f"{amex[:4]} {amex[4:10]} {amex[10:]}",
+              group4(luhn_complete("6011", 16))):
         add("credit_card", s, f"card on file: {s} (exp 09/27)", "prose")
-    s = "4111 1111 1111 1111"
+    while not luhn_ok(s := card()) or len(s) != 16 or luhn_ok(s + "123"):
+        pass  # a CVV after the number must not make a valid 19-digit one
+    s = group4(s)
     add("credit_card", s, f"charge {s} 123 for the renewal", "prose")  # followed by a CVV
     for s in ("GB82 WEST 1234 5698 7654 32", "BE68 5390 0754 7034", "NO93 8601 1117 947"):
         add("iban", s, f"Account: {s}\nReference: INV-2026-0042", "form")
@@ -546,7 +858,73 @@ def positives() -> list[dict[str, str]]:
     add("password", (t := "Zz9" + rnd(B62, 9)), f"pwd: {t}\nuser: admin", "yaml")
     add("password", (t := rnd(B62, 8) + "2"), f"[client]\nuser=backup\npassword = {t}\n", "ini")
     add("password", (t := "letmein" + rnd(string.ascii_lowercase, 4)), f"[smtp]\nhost = mail.example.com\npassword = {t}\n", "ini")
+    # Provider formats with a prefix, infix or suffix: eight contexts each.
+    for rule, make in PREFIXED.items():
+        for context, template in R.sample(TOKEN_CONTEXTS, 8):
+            s = make()
+            add(rule, s, template.format(s=s), context)
+    # Formats known by their key: six spellings and syntaxes each.
+    for rule, (keys, make) in KEYED_GEN.items():
+        for context, template in R.sample(KEYED_TEMPLATES, 6):
+            s, key = make(), R.choice(keys)
+            dashed = key.lower().replace("_", "-").replace(".", "-")
+            add(rule, s, template.format(K=key, D=dashed, s=s), context)
+    specials(add)
     return out
+
+
+def specials(add: Callable[..., None]) -> None:
+    """Forms the generic loops do not reach: multi-line documents, URLs, headers."""
+    for _ in range(3):  # Kubernetes Secret manifests: every value under data / stringData
+        a, b2 = b64(rnd(B62, 16).encode()), b64(rnd(B62, 24).encode())
+        add("kubernetes_secret", a, f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: db-{rnd(LOWER36, 5)}\n"
+            f"type: Opaque\ndata:\n  username: {b2}\n  password: {a}\n", "yaml", [[b2, "kubernetes_secret"]])
+    t = rnd(B62, 20)
+    add("kubernetes_secret", t, f"---\nkind: Secret\napiVersion: v1\nstringData:\n  API_TOKEN: \"{t}\"\n", "yaml")
+    t = b64(rnd(B62, 30).encode())
+    add("kubernetes_secret", t, '{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls"}, '
+        f'"data": {{"token": "{t}"}}}}', "json")
+    body = "\n".join("    " + b64(R.randbytes(48)) for _ in range(3))
+    add("kubernetes_secret", body.strip(), f"kind: Secret\ndata:\n  tls.key: |\n{body}\n", "yaml")
+    for _ in range(5):
+        sig = rnd(B64, 43).replace("+", "%2B").replace("/", "%2F") + "%3D"
+        url = (f"https://{rnd(LOWER36, 10)}.blob.core.windows.net/{rnd(LOWER36, 6)}/report.csv?sv=2022-11-02&ss=b"
+               f"&srt=o&sp=r&se=2030-01-01T00:00:00Z&st=2026-11-21T00:00:00Z&spr=https&sig={sig}")
+        add("azure_sas_token", sig, R.choice(["curl -o r.csv '{u}'", "Here is the SAS URL: {u}", "SAS_URL={u}\n"])
+            .format(u=url), "url")
+    for _ in range(3):
+        k = with_run(lambda: b64(R.randbytes(64)))
+        add("azure_storage_key", k, f"DefaultEndpointsProtocol=https;AccountName={rnd(LOWER36, 12)};AccountKey={k};"
+            "EndpointSuffix=core.windows.net", "conn")
+    for _ in range(2):
+        k = with_run(lambda: b64(R.randbytes(32)))
+        add("azure_storage_key", k, f"Endpoint=sb://{rnd(LOWER36, 8)}.servicebus.windows.net/;"
+            f"SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey={k}", "conn")
+    for ip in ("10.24.113.7", "172.16.254.1", "8.8.4.4", "185.199.108.153"):
+        add("ip_address", ip, R.choice(["connection from {i} refused", "ssh admin@{i}", "server: {i}:8443",
+                                        "Our office IP is {i}, please allow-list it."]).format(i=ip), "log")
+    for ip in ("fe80::1ff:fe23:4567:890a", "2a00:1450:4007:80e::200e"):
+        add("ip_address", ip, R.choice(["listen [{i}]:8443", "peer {i} sent RST", "AAAA record -> {i}"]).format(i=ip),
+            "log")
+    lines = "\n".join(b64(R.randbytes(48)) for _ in range(3))
+    block = f"---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nComment: \"fake key\"\n{lines}\n---- END SSH2 ENCRYPTED PRIVATE KEY ----"
+    add("pem_private_key", block, f"Exported from Tectia:\n{block}\n", "file")
+    priv = "\n".join(b64(R.randbytes(48)) for _ in range(2))
+    add("pem_private_key", priv, "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: fake\nPublic-Lines: 2\n"
+        f"{b64(R.randbytes(48))}\n{b64(R.randbytes(12))}\nPrivate-Lines: 2\n{priv}\nPrivate-MAC: {rnd(HEX, 64)}\n", "ppk")
+    t = password()
+    add("password", t, f'<packageSourceCredentials>\n  <github>\n    <add key="Username" value="ci" />\n'
+        f'    <add key="ClearTextPassword" value="{t}" />\n  </github>\n</packageSourceCredentials>', "xml")
+    t = b64(f"deploy:{rnd(B62, 16)}".encode())
+    add("basic_auth", t, f'{{"auths": {{"registry.example.com": {{"auth": "{t}"}}}}}}', "json")
+    t = "00" + rnd(B64URL, 40)
+    add("okta_token", t, f"curl -H 'Authorization: SSWS {t}' https://fake.okta.com/api/v1/users", "shell")
+    t = generic_secret()
+    add("secret_assignment", t, f"env:\n  - name: API_TOKEN\n    value: {t}\n", "k8s")
+    t = generic_secret()
+    add("secret_assignment", t, f'{{\\"client_secret\\": \\"{t}\\"}}', "escaped-json")
+    t = with_run(lambda: rnd(B62, 40))
+    add("secret_assignment", t, f"$ tool login --api-token {t}", "flag")
 
 
 # ------------------------------------------------------------------ negatives
@@ -572,8 +950,15 @@ def bad_iban() -> str:
 def negatives() -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
 
-    def add(kind: str, text: str) -> None:
-        out.append({"id": f"{kind}-{sum(1 for o in out if o['kind'] == kind) + 1:03d}", "kind": kind, "text": text})
+    def add(kind: str, text: str, near: str | None = None) -> None:
+        row = {"id": f"{kind}-{sum(1 for o in out if o['kind'] == kind) + 1:03d}", "kind": kind, "text": text}
+        if near:
+            row["near"] = near
+        out.append(row)
+
+    for rule, texts in lookalikes().items():
+        for text in texts:
+            add("lookalike", text, rule)
 
     for _ in range(12):
         add("uuid", R.choice([
