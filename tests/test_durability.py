@@ -139,6 +139,25 @@ def _duration(z: Zygote, env: dict[str, str], argv: list[str], n: int = 3) -> fl
     return sorted(times)[len(times) // 2]
 
 
+class KillClock:
+    """When to kill the next round: a time drawn from lo..hi times the command's run
+    time, except every fifth round, which runs to the end and re-measures that time.
+    A command's run time drifts over the rounds (on PostgreSQL each rewrite leaves dead
+    row versions behind), and kill times drawn from the first run alone would drift
+    out of the window they are meant to cover; the full rounds also make sure some
+    runs finish, which a test's outcome counts rely on."""
+
+    def __init__(self, rng: random.Random, d: float, lo: float, hi: float) -> None:
+        self.rng, self.d, self.lo, self.hi = rng, d, lo, hi
+
+    def next(self, i: int) -> float | None:
+        return None if i % 5 == 4 else self.rng.uniform(self.lo, self.hi) * self.d
+
+    def saw(self, r: dict[str, Any], kill_after: float | None) -> None:
+        if kill_after is None and not r["killed"]:
+            self.d = r["elapsed"]
+
+
 # --- send ----------------------------------------------------------------------------
 
 
@@ -146,14 +165,16 @@ def test_kill_during_send(zygote: Zygote, paths: Paths, ok: Run, rng: random.Ran
     env = _env(paths)
     ok("create", "s", "--system", "Be brief", "--meta", "plan=pro")
     _bulk(3, 40)  # some history, so a send has real reading and writing to do
-    d = _duration(zygote, env, ["send", "-s", "bulk-0", "calibrate"])
+    clock = KillClock(rng, _duration(zygote, env, ["send", "-s", "bulk-0", "calibrate"]), 0, 1.5)
     sent: dict[str, str] = {}  # text -> "done" | "killed"
     outcomes = {"done": 0, "killed": 0}
     for i in range(ROUNDS):
         text = f"round {i} " + "z" * rng.choice([10, 2000, 60000])
         sids = rng.choice([["s"], ["bulk-1"], [f"new-{i}"], ["s", "bulk-2", f"multi-{i}"]])
         argv = ["-q", "send", *[a for sid in sids for a in ("-s", sid)], text]
-        r = zygote.run(env, argv=argv, kill_after=rng.uniform(0, 1.5 * d))
+        kill_after = clock.next(i)
+        r = zygote.run(env, argv=argv, kill_after=kill_after)
+        clock.saw(r, kill_after)
         stored.settle()
         assert r["killed"] or r["exit"] == 0, r
         state = "killed" if r["killed"] else "done"
@@ -216,11 +237,13 @@ def test_kill_during_import(zygote: Zygote, paths: Paths, rng: random.Random, st
     target = into.env()
     env = _env(paths, **target)
     argv = ["-q", "import", str(source), "--on-conflict", "replace"]
-    d = _duration(zygote, env, argv, 1)
+    clock = KillClock(rng, _duration(zygote, env, argv, 1), 0, 1.5)
     into.wipe()  # start empty: the first rounds show none-or-all
     outcomes = {"none": 0, "all": 0}
     for i in range(ROUNDS):
-        r = zygote.run(env, argv=argv, kill_after=rng.uniform(0, 1.5 * d))
+        kill_after = clock.next(i)
+        r = zygote.run(env, argv=argv, kill_after=kill_after)
+        clock.saw(r, kill_after)
         into.settle()
         assert r["killed"] or r["exit"] == 0, r
         if not into.exists():
@@ -256,12 +279,14 @@ def test_kill_during_key_rotate(zygote: Zygote, paths: Paths, ok: Run, rng: rand
     _bulk(20, 5)
     want = _content(_export())
     current = paths.key
-    d = _duration(zygote, _env(paths), ["key", "status"], 1) * 2
+    clock = KillClock(rng, _duration(zygote, _env(paths), ["key", "status"], 1) * 2, 0, 1.5)
     outcomes = {"old": 0, "new": 0}
     for i in range(ROUNDS):
         new = paths.root / "keys" / f"k{i}"
+        kill_after = clock.next(i)
         r = zygote.run(_env(paths, SESSCTL_KEY_FILE=str(current)),
-                       argv=["-q", "key", "rotate", "--new-key-file", str(new)], kill_after=rng.uniform(0, 1.5 * d))
+                       argv=["-q", "key", "rotate", "--new-key-file", str(new)], kill_after=kill_after)
+        clock.saw(r, kill_after)
         stored.settle()
         assert r["killed"] or r["exit"] == 0, r
         # A key file is whole or absent, never half-written, and always private.
@@ -285,7 +310,7 @@ def test_kill_during_reencrypt(zygote: Zygote, paths: Paths, ok: Run, rng: rando
     ok("create", "m", "--meta", "plan=pro", "--title", "kept")
     _bulk(150, 10, body=400)  # ~3,000 values: a re-encryption long enough to land inside
     want = _content(_export())
-    d = _duration(zygote, _env(paths), ["-q", "key", "rotate", "--reencrypt"], 1)
+    clock = KillClock(rng, _duration(zygote, _env(paths), ["-q", "key", "rotate", "--reencrypt"], 1), 0.05, 1.2)
     checks = {stored.query("SELECT dek_check FROM keyring")[0][0]}
     outcomes = {"rolled back": 0, "committed": 0}
     current = paths.key
@@ -293,15 +318,11 @@ def test_kill_during_reencrypt(zygote: Zygote, paths: Paths, ok: Run, rng: rando
         # Half the rounds also move to a new key file: the crash ordering of both at once.
         new = paths.root / "keys" / f"r{i}" if i % 2 else None
         argv = ["-q", "key", "rotate", "--reencrypt"] + (["--new-key-file", str(new)] if new else [])
-        # Every fifth round runs to the end and re-measures the run time: on PostgreSQL each
-        # re-encryption leaves dead row versions behind, so later runs take longer than the
-        # first and a kill time drawn from the first alone would land ever earlier.
-        kill_after = None if i % 5 == 4 else rng.uniform(0.05, 1.2) * d
+        kill_after = clock.next(i)
         r = zygote.run(_env(paths, SESSCTL_KEY_FILE=str(current)), argv=argv, kill_after=kill_after)
+        clock.saw(r, kill_after)
         stored.settle()
         assert r["killed"] or r["exit"] == 0, r
-        if kill_after is None:
-            d = r["elapsed"]
         check, fp = stored.query("SELECT dek_check, kek_fingerprint FROM keyring")[0]
         committed = check not in checks
         checks.add(check)
