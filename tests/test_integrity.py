@@ -114,7 +114,7 @@ def test_a_title_replayed_from_an_older_version_is_seen(run: Run, ok: Run, db_co
         assert run("show", "t").exit_code == 0
 
 
-def test_every_write_keeps_the_digest_in_step(ok: Run, tmp_path: Any) -> None:
+def test_every_write_keeps_the_digest_in_step(ok: Run, tmp_path: Any, db_conn) -> None:
     _conversation(ok)
     ok("update", "t", "--title", "new", "--user", "carol", "--ttl", "7d")
     ok("meta", "t", "x=y", "--unset", "plan")
@@ -129,6 +129,11 @@ def test_every_write_keeps_the_digest_in_step(ok: Run, tmp_path: Any) -> None:
     ok("send", "-s", "t", "after rotation")
     assert ok("doctor", "--json").json()["ok"] is True
     assert len(ok("show", "t", "--json").json()["messages"]) == 10
+    # Every message carries a 128-bit link; every session a 256-bit digest.
+    c = db_conn()
+    assert c.execute("SELECT DISTINCT length(chain) FROM messages").fetchall() == [(16,)]
+    assert c.execute("SELECT DISTINCT length(digest) FROM sessions").fetchall() == [(32,)]
+    c.close()
 
 
 def test_options_are_sealed_and_sanitized_like_metadata(ok: Run, paths: Paths, engine: str, db_conn) -> None:

@@ -37,6 +37,10 @@ from typing import Any
 from sessctl.errors import CryptoError
 
 TAG_BYTES = 16  # AES-GCM's tag: the last bytes of a sealed value
+# A chain value is 128 bits, the strength of the GCM tag beside it: forging one without
+# the key is a 2^-128 guess, and it is stored with every message (a longer MAC would
+# add 16 bytes per message for nothing). A session digest, one per session, is 256.
+LINK_BYTES = 16
 
 
 def _enc(values: Iterable[Any]) -> bytes:
@@ -63,7 +67,7 @@ def link(key: bytes, prev: bytes | None, facts: Sequence[Any], body: Any) -> byt
     model, tokens_in, tokens_out, tokens_estimated, latency_ms, first_token_ms,
     redactions (the JSON text as stored)."""
     data = (prev or b"") + b"\x1e" + _enc(facts) + b"\x1e" + (tag(body) or b"")
-    return blake2b(data, key=key, digest_size=32).digest()
+    return blake2b(data, key=key, digest_size=LINK_BYTES).digest()
 
 
 def header(key: bytes, facts: Sequence[Any], last_chain: bytes | None) -> bytes:
