@@ -63,7 +63,7 @@ def search(app: Any, query: str, f: SessionFilter, *, session_id: str | None = N
         cipher = store.cipher()
         if cipher is None:
             return []  # no key yet: nothing was ever stored
-        needles = sorted({index.needle(cipher, w) for w in q.words})
+        needles = sorted({index.needle(cipher, w) for w in search_text.index_words(q.words)})
         found: list[_Found] = []
         for sid, spk, seq, role, created, status, blob in index.candidates(store, needles, store._where(f, "s")):
             text = store._open_text(blob, "messages", "content", sid, spk, seq) or ""

@@ -46,6 +46,27 @@ def _token_re() -> re.Pattern[str]:
         _token = re.compile(f"[{_SPLIT}]|[^\\W_{_SPLIT}]+")
     return _token
 
+# Words the index leaves out: English function words and single Latin letters. Each is
+# in most messages of any length, so its tag would narrow a search down to nearly every
+# message while costing two bytes in nearly every index row (about a fifth of the tags
+# of ordinary English prose), and the most frequent tags are what a frequency analysis
+# of the index would recognise first. They are still searched for: a query's stopwords
+# are matched in the decrypted candidates like its other words, they only do not pick
+# the candidates (a query of stopwords alone reads every message in its scope).
+STOPWORDS = frozenset("""
+a about after all also am an and any are as at be been before but by can could did do
+does for from had has have he her here him his how i if in into is it its just me more
+most my no not now of on or our out she so some than that the their them then there
+these they this those to too up us very was we were what when where which who why will
+with would you your
+""".split()) | frozenset("abcdefghijklmnopqrstuvwxyz")
+
+
+def index_words(words: set[str]) -> set[str]:
+    """The words of a message (or query) that the search index holds: all but STOPWORDS."""
+    return words - STOPWORDS
+
+
 # BM25's term-frequency saturation and length normalisation (the usual constants).
 _K1 = 1.2
 _B = 0.75

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import sessctl
-from conftest import Paths, Run
+from conftest import Paths, Run, only_sqlite
 
 pytestmark = pytest.mark.engines
 
@@ -71,6 +71,29 @@ def test_words_phrases_case_accents_and_punctuation(ok: Run) -> None:
     # Scripts without spaces: characters are matched as a phrase.
     assert _hits(ok, "東京") == [("c", 2)]
     assert _hits(ok, "京東") == []
+
+
+def test_stopwords_are_found_but_not_indexed(ok: Run, db_conn: Any) -> None:
+    from sessctl.search_text import STOPWORDS
+
+    _import(ok, [
+        _session("a", "The refund is on its way", "What about the order?"),
+        _session("b", "refund pending", "is it?"),
+        _session("c", "Nothing to see", "x y z"),
+    ])
+    # A stopword narrows nothing in the index but is matched in the text like any word.
+    assert _hits(ok, "the", "refund") == [("a", 1)]
+    assert sorted(_hits(ok, "is")) == [("a", 1), ("b", 2)]
+    assert _hits(ok, '"is on its way"') == [("a", 1)]
+    assert _hits(ok, "THE") and _hits(ok, "x") == [("c", 2)]
+    assert _hits(ok, "the", "pending") == []
+    # The index holds no tag for them: a message of stopwords only has an empty row, and
+    # a row has one tag (two bytes) per distinct indexed word.
+    assert {"the", "is", "it", "x", "y", "z"} <= STOPWORDS and not {"refund", "nothing"} & STOPWORDS
+    assert _count(db_conn, "SELECT length(tags) FROM message_search t JOIN sessions s ON s.pk = t.session_pk "
+                           "WHERE s.id = 'b' AND t.seq = 2") == 0
+    assert _count(db_conn, "SELECT length(tags) FROM message_search t JOIN sessions s ON s.pk = t.session_pk "
+                           "WHERE s.id = 'a' AND t.seq = 1") == 2 * 2  # refund, way
 
 
 def test_ranking_relevance_then_recency(ok: Run) -> None:
@@ -326,3 +349,21 @@ def test_sqlite_file_layout(ok: Run, paths: Paths, engine: str) -> None:
     with sqlite3.connect(paths.db) as c:
         sql = c.execute("SELECT sql FROM sqlite_master WHERE name = 'message_search'").fetchone()[0]
     assert "WITHOUT ROWID" in sql and "PRIMARY KEY (session_pk, seq)" in sql and "ON DELETE CASCADE" in sql
+
+
+def test_sqlite_page_size(ok: Run, paths: Paths, engine: str) -> None:
+    """New files get 16 KiB pages (bench/README.md, "Page size"); a file made with
+    another page size keeps it and works as before."""
+    if not only_sqlite(engine, "page size is an SQLite file's layout"):
+        return
+    ok("send", "-s", "a", "hi")
+    with sqlite3.connect(paths.db) as c:
+        assert c.execute("PRAGMA page_size").fetchone()[0] == 16384
+        c.execute("PRAGMA journal_mode = DELETE")
+        c.execute("PRAGMA page_size = 4096")
+        c.execute("VACUUM")
+        c.execute("PRAGMA journal_mode = WAL")
+    ok("send", "-s", "a", "again")
+    assert sorted(_hits(ok, "again")) == [("a", 3), ("a", 4)]
+    with sqlite3.connect(paths.db) as c:
+        assert c.execute("PRAGMA page_size").fetchone()[0] == 4096

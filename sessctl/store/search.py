@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sessctl import crypto
-from sessctl.search_text import tokens
+from sessctl.search_text import index_words, tokens
 
 Progress = Callable[[int, int], None]  # (messages done, messages in total)
 
@@ -67,8 +67,9 @@ def _codes(cipher: crypto.Cipher, words: set[str]) -> set[int]:
 
 
 def encode_tags(cipher: crypto.Cipher, text: str) -> bytes:
-    """A message's row value: the sorted distinct tags of its words, two bytes each."""
-    codes = sorted(_codes(cipher, set(tokens(text))))
+    """A message's row value: the sorted distinct tags of its words (stopwords left
+    out: search_text.STOPWORDS), two bytes each."""
+    codes = sorted(_codes(cipher, index_words(set(tokens(text)))))
     return struct.pack(f">{len(codes)}H", *codes)
 
 
@@ -169,7 +170,8 @@ Candidate = tuple[str, int, int, str, int, str, bytes]  # session id, pk, seq, r
 
 def candidates(store: Any, needles: Sequence[bytes], where: tuple[str, list[Any]]) -> Iterator[Candidate]:
     """Messages whose index row holds every needle, in sessions matching `where` (the
-    store's `_where(f, "s")`), with their ciphertext; inside the caller's read snapshot."""
+    store's `_where(f, "s")`), with their ciphertext; inside the caller's read snapshot.
+    No needles (a query of stopwords): every message in those sessions."""
     clauses = [store.db.blob_contains("t.tags") for _ in needles]
     params: list[Any] = list(needles)
     cond, cond_params = where
@@ -180,7 +182,7 @@ def candidates(store: Any, needles: Sequence[bytes], where: tuple[str, list[Any]
            "JOIN sessions s ON s.pk = t.session_pk "
            "JOIN messages m ON m.session_pk = t.session_pk AND m.seq = t.seq "
            "JOIN message_bodies b ON b.id = m.id "
-           f"WHERE {' AND '.join(clauses)}")
+           f"WHERE {' AND '.join(clauses) or 'TRUE'}")
     yield from store.db.stream(store.conn, sql, params)
 
 

@@ -30,6 +30,7 @@ _PRAGMAS = (
     "temp_store = MEMORY",
     "cache_size = -16000",
 )
+PAGE_SIZE = 16384  # for new files (see _prepare)
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -148,6 +149,13 @@ class SQLiteEngine(Engine):
             raise StorageError(f"{self.path} is on read-only storage and needs a schema upgrade (version "
                                f"{version} of {sqlite_schema.LATEST}); open it once where it can be written")
         if version < sqlite_schema.LATEST:
+            if version == 0 and conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                # A new file. Message bodies of a few KB overflow 4 KiB pages and leave
+                # the tail of the last overflow page empty; 16 KiB pages hold them whole
+                # and make the store ~7 % smaller, with no measurable cost to send or
+                # show (bench/README.md, "Page size"). Only possible before the first
+                # page is written; an existing file keeps its size.
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             try:
