@@ -352,7 +352,7 @@ def test_sqlite_file_layout(ok: Run, paths: Paths, engine: str) -> None:
 
 
 def test_sqlite_page_size(ok: Run, paths: Paths, engine: str) -> None:
-    """New files get 16 KiB pages (bench/README.md, "Page size"); a file made with
+    """New files get 16 KiB pages (bench/README.md, "Store size"); a file made with
     another page size keeps it and works as before."""
     if not only_sqlite(engine, "page size is an SQLite file's layout"):
         return

@@ -153,7 +153,7 @@ class SQLiteEngine(Engine):
                 # A new file. Message bodies of a few KB overflow 4 KiB pages and leave
                 # the tail of the last overflow page empty; 16 KiB pages hold them whole
                 # and make the store ~7 % smaller, with no measurable cost to send or
-                # show (bench/README.md, "Page size"). Only possible before the first
+                # show (bench/README.md, "Store size"). Only possible before the first
                 # page is written; an existing file keeps its size.
                 conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
