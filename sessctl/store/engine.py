@@ -240,6 +240,11 @@ class Engine(ABC):
         """Rows of a query too big to hold (export): a cursor on the engine's side."""
         yield from conn.execute(sql, params)
 
+    def bulk(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The rows of one query that carries much ciphertext (export's batches), all
+        at once; the engine may pick a cheaper wire format for them."""
+        return conn.execute(sql, params)
+
     # --- dialect ------------------------------------------------------------------------
 
     @abstractmethod

@@ -264,6 +264,12 @@ class PostgresEngine(Engine):
             cur.execute(_pg_sql(sql), params if params else None)
             yield from cur
 
+    def bulk(self, conn: PgConn, sql: str, params: Sequence[Any] = ()) -> Any:
+        # Binary results: bytea comes as its bytes, not as hex text that the server
+        # writes and psycopg parses back (twice the bytes on the wire). The Python
+        # values are the same for every type the store reads (text, bigint, bytea).
+        return conn.raw.execute(_pg_sql(sql), params if params else None, binary=True)
+
     # --- dialect ------------------------------------------------------------------------
 
     def day(self, column: str) -> str:
