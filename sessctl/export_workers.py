@@ -44,7 +44,11 @@ from typing import Any
 from sessctl import errors
 from sessctl.models import SessionFilter
 
-BATCH = 256
+# Sessions per batch. Each process's peak memory grows with it (a batch's rows, texts
+# and frame are alive at once): 256 put a PostgreSQL export of 1M messages at 153 MB
+# RSS over its three processes (psycopg and libpq add ~8 MB to each), 128 at 135 MB
+# (SQLite: 131 → 112), at no measurable cost in speed.
+BATCH = 128
 MIN_DB_BYTES = 64 << 20  # smaller databases export in well under a second anyway
 _HEADER = struct.Struct("!cQ")
 
