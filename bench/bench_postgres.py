@@ -112,13 +112,21 @@ def commands(envs: dict[str, dict[str, str]], repeat: int) -> dict[str, dict[str
     return times
 
 
-def export_once(env: dict[str, str]) -> tuple[float, int, int, int]:
-    """(wall s, peak RSS KiB, peak PSS KiB, most processes seen at once)."""
+def export_once(env: dict[str, str], base: str | None = None) -> tuple[float, int, int, int, float]:
+    """(wall s, peak RSS KiB, peak PSS KiB, most processes seen at once, CPU s of the
+    process and its workers). `base`: run the sessctl package in that directory instead."""
+    cmd = [SESSCTL, "-q"] if base is None else [sys.executable, "-m", "sessctl", "-q"]
+    if base is not None:
+        env = {**env, "PYTHONPATH": base}
     started = time.perf_counter()
-    p = subprocess.Popen([SESSCTL, "-q", "export", "--all", "--format", "jsonl"], env=env,
+    p = subprocess.Popen([*cmd, "export", "--all", "--format", "jsonl"], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rss = pss = procs = 0
-    while p.poll() is None:
+    while True:
+        # wait4, not poll: its rusage covers the workers too (their parent reaps them).
+        pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
         r, s = _tree_memory_kb(p.pid)
         rss, pss = max(rss, r), max(pss, s)
         try:
@@ -128,27 +136,33 @@ def export_once(env: dict[str, str]) -> tuple[float, int, int, int]:
             pass
         time.sleep(0.02)
     wall = time.perf_counter() - started
+    p.returncode = os.waitstatus_to_exitcode(status)
     err = p.stderr.read().decode() if p.stderr else ""
     if p.returncode != 0:
         raise SystemExit(f"export ({env['SESSCTL_DB']}): exit {p.returncode}: {err}")
-    return wall, rss, pss, procs
+    return wall, rss, pss, procs, usage.ru_utime + usage.ru_stime
 
 
-def export(envs: dict[str, dict[str, str]], repeat: int) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {e: {"runs": []} for e in envs}
-    for e, env in envs.items():
+def export(envs: dict[str, dict[str, str]], repeat: int, base: str | None = None) -> dict[str, dict[str, Any]]:
+    """{engine: figures}; with `base`, also "before": that code on PostgreSQL."""
+    runs = {e: (env, None) for e, env in envs.items()}
+    if base:
+        runs["before"] = (envs["postgresql"], base)
+    out: dict[str, dict[str, Any]] = {e: {"runs": []} for e in runs}
+    for e, (env, _) in runs.items():
         out[e]["messages"] = message_count(env)
-    order = list(envs)
+    order = list(runs)
     for r in range(repeat):
         for engine in (order if r % 2 == 0 else order[::-1]):
-            out[engine]["runs"].append(export_once(envs[engine]))
+            out[engine]["runs"].append(export_once(*runs[engine]))
     for e in out.values():
         walls = [w for w, *_ in e["runs"]]
         e["median_s"] = statistics.median(walls)
         e["per_s"] = e["messages"] / e["median_s"]
-        e["rss_mb"] = max(r for _, r, _, _ in e["runs"]) / 1024
-        e["pss_mb"] = max(p for _, _, p, _ in e["runs"]) / 1024
-        e["procs"] = max(n for *_, n in e["runs"])
+        e["rss_mb"] = max(r[1] for r in e["runs"]) / 1024
+        e["pss_mb"] = max(r[2] for r in e["runs"]) / 1024
+        e["procs"] = max(r[3] for r in e["runs"])
+        e["cpu_us"] = statistics.median(r[4] for r in e["runs"]) / e["messages"] * 1e6
     return out
 
 
@@ -279,16 +293,21 @@ def print_commands(label: str, times: dict[str, dict[str, list[float]]], repeat:
 
 
 def print_export(label: str, ex: dict[str, dict[str, Any]], repeat: int) -> None:
-    print(f"\n| `export --all --format jsonl`, {label}, median of {repeat} | SQLite | PostgreSQL |")
-    print("|---|---:|---:|")
-    s, p = ex["sqlite"], ex["postgresql"]
-    print(f"| messages | {s['messages']:,} | {p['messages']:,} |")
-    print(f"| wall s (runs) | {s['median_s']:.2f} ({', '.join(f'{w:.2f}' for w, *_ in s['runs'])}) | "
-          f"{p['median_s']:.2f} ({', '.join(f'{w:.2f}' for w, *_ in p['runs'])}) |")
-    print(f"| messages/s | **{s['per_s']:,.0f}** | **{p['per_s']:,.0f}** |")
-    print(f"| peak RSS, summed over processes (PSS) | {s['rss_mb']:.0f} MB ({s['pss_mb']:.0f}) | "
-          f"**{p['rss_mb']:.0f} MB** ({p['pss_mb']:.0f}) |")
-    print(f"| processes | {s['procs']} | {p['procs']} |")
+    names = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "before": "PostgreSQL, code before (--base)"}
+    cols = list(ex.values())
+    print(f"\n| `export --all --format jsonl`, {label}, median of {repeat} | "
+          + " | ".join(names[e] for e in ex) + " |")
+    print("|---|" + "---:|" * len(cols))
+
+    def row(name: str, fmt: Any) -> None:
+        print(f"| {name} | " + " | ".join(fmt(c) for c in cols) + " |")
+
+    row("messages", lambda c: f"{c['messages']:,}")
+    row("wall s (runs)", lambda c: f"{c['median_s']:.2f} ({', '.join(f'{r[0]:.2f}' for r in c['runs'])})")
+    row("messages/s", lambda c: f"**{c['per_s']:,.0f}**")
+    row("peak RSS, summed over processes (PSS)", lambda c: f"**{c['rss_mb']:.0f} MB** ({c['pss_mb']:.0f})")
+    row("processes", lambda c: str(c["procs"]))
+    row("client CPU per message (process and workers; the server's not counted)", lambda c: f"{c['cpu_us']:.1f} µs")
 
 
 def print_drill(results: dict[str, dict[str, Any]], procs: int, sends: int, shared: int, cli: bool) -> None:
@@ -332,6 +351,8 @@ def main() -> None:
     ap.add_argument("--drill-engines", default="postgresql,sqlite", help="drill: which engines (default: both)")
     ap.add_argument("--no-drill", action="store_true", help="skip the drill")
     ap.add_argument("--drill-only", action="store_true", help="only the drill (no dataset needed)")
+    ap.add_argument("--base", metavar="DIR", help="export: also time the sessctl package in DIR (e.g. "
+                    "`git archive COMMIT sessctl | tar -x -C DIR`) on PostgreSQL, interleaved")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: commands,export")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: a 2,000-message dataset made here, 2 runs each, a 4 × 5 drill")
@@ -360,7 +381,7 @@ def main() -> None:
                     print_commands(args.label, times, args.repeat)
                     print(f"\nload average after the commands: {load()}", flush=True)
                 if "export" not in skip:
-                    ex = export(envs, args.export_repeat)
+                    ex = export(envs, args.export_repeat, args.base)
                     print_export(args.label, ex, args.export_repeat)
                     print(f"\nload average after export: {load()}", flush=True)
             if not args.no_drill:
