@@ -119,7 +119,8 @@ def export_once(env: dict[str, str], base: str | None = None) -> tuple[float, in
     if base is not None:
         env = {**env, "PYTHONPATH": base}
     started = time.perf_counter()
-    p = subprocess.Popen([*cmd, "export", "--all", "--format", "jsonl"], env=env,
+    # cwd: `python -m` puts the current directory first on sys.path (this checkout's sessctl).
+    p = subprocess.Popen([*cmd, "export", "--all", "--format", "jsonl"], env=env, cwd=base,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rss = pss = procs = 0
     while True:
