@@ -146,6 +146,21 @@ def test_workers_stop_quietly_when_the_reader_goes_away(paths: Paths, awkward_db
     assert b"Traceback" not in err and b"Exception ignored" not in err
 
 
+def test_a_large_store_gets_workers_on_either_engine(paths: Paths, awkward_db: None) -> None:
+    # The choice scales with what the store occupies: the file, or on PostgreSQL the
+    # schema's tables and indexes (before issue 9, PostgreSQL never got workers).
+    from sessctl import config, export_workers
+    from sessctl.service import App
+
+    app = App(config=config.load(), stdin=io.StringIO(), stdout=io.StringIO(), stderr=io.StringIO())
+    try:
+        size = app.store(create=False).db.data_bytes()
+        assert size is not None and 0 < size < export_workers.MIN_DB_BYTES
+        assert export_workers.worker_count(app) == 1
+    finally:
+        app.close()
+
+
 def test_bad_worker_setting_is_a_usage_error(paths: Paths, awkward_db: None) -> None:
     r = _sessctl(["export", "--all"], {"SESSCTL_EXPORT_WORKERS": "many"})
     assert r.returncode == 2 and b"SESSCTL_EXPORT_WORKERS" in r.stderr

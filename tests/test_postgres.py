@@ -356,3 +356,33 @@ def test_an_export_moves_between_engines_byte_for_byte(ok: Run, run: Run, paths:
         verdicts = [[(c["name"], c["status"]) for c in run("--db", db, "doctor", "--json").json()["checks"]]
                     for db in (source, target)]
         assert verdicts[0] == verdicts[1]
+
+
+def test_a_shared_snapshot_shows_a_joining_connection_exactly_what_it_shows(ok: Run, pg_schema: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # Export workers on PostgreSQL join the parent's snapshot, so a parallel export is
+    # one snapshot: a commit after it was shared stays invisible to every worker.
+    from sessctl import config
+    from sessctl.store import Store
+
+    monkeypatch.setenv("SESSCTL_DB", pg_schema)
+    ok("create", "before")
+    parent, worker = (Store.open(config.load(), None, create=False) for _ in range(2))
+    assert parent is not None and worker is not None
+    ids = "SELECT id FROM sessions ORDER BY id"
+    try:
+        with parent.reading():
+            snapshot = parent.db.share_snapshot(parent.conn)
+            assert snapshot is not None
+            ok("create", "after")  # committed by another connection after the share
+            with worker.reading(snapshot):
+                assert [r[0] for r in worker.conn.execute(ids)] == ["before"]
+            assert [r[0] for r in parent.conn.execute(ids)] == ["before"]
+        with worker.reading():  # a read of its own sees the commit
+            assert [r[0] for r in worker.conn.execute(ids)] == ["after", "before"]
+        with pytest.raises(ValueError):
+            with worker.reading("x'; DROP TABLE sessions; --"):
+                pass
+    finally:
+        parent.close()
+        worker.close()

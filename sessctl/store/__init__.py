@@ -164,11 +164,12 @@ class Store:
         return self.db.write(tx, durable=durable)
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
+    def reading(self, snapshot: str | None = None) -> Iterator[None]:
         """One read transaction: every query inside sees the same snapshot, so a long
         read (export, doctor) is consistent even while other processes write. Inside
-        a write it simply joins that transaction."""
-        with self.db.reading():
+        a write it simply joins that transaction. `snapshot`: join the one another
+        connection shared (Engine.share_snapshot; export workers on PostgreSQL)."""
+        with self.db.reading(snapshot):
             self._check_data_key()
             yield
 

@@ -157,14 +157,18 @@ class Engine(ABC):
                 raise error from None
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[Any]:
+    def reading(self, snapshot: str | None = None) -> Iterator[Any]:
         """One read snapshot: every query inside sees the same data. Inside a write it
-        joins that transaction."""
+        joins that transaction. `snapshot`: another connection's, from share_snapshot
+        (this connection then sees exactly what that one sees)."""
         conn = self.conn
         if self.in_transaction(conn):
             yield conn
             return
-        self._begin_read(conn)
+        if snapshot is None:
+            self._begin_read(conn)
+        else:
+            self._join_read(conn, snapshot)
         try:
             yield conn
         finally:
@@ -192,6 +196,19 @@ class Engine(ABC):
 
     @abstractmethod
     def _begin_read(self, conn: Any) -> None: ...
+
+    def data_bytes(self) -> int | None:
+        """How much the store occupies (None: unknown), for choices that scale with it
+        (how many export workers)."""
+        return None
+
+    def share_snapshot(self, conn: Any) -> str | None:
+        """Inside a read: a name other connections can pass to reading() to see this
+        very snapshot, or None when the engine has no such thing (SQLite)."""
+        return None
+
+    def _join_read(self, conn: Any, snapshot: str) -> None:
+        raise NotImplementedError(f"{self.name} cannot share a read snapshot")
 
     def _end_read(self, conn: Any) -> None:
         conn.execute("COMMIT")
@@ -222,6 +239,11 @@ class Engine(ABC):
     def stream(self, conn: Any, sql: str, params: Sequence[Any] = (), *, batch: int = 2000) -> Iterator[Any]:
         """Rows of a query too big to hold (export): a cursor on the engine's side."""
         yield from conn.execute(sql, params)
+
+    def bulk(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The rows of one query that carries much ciphertext (export's batches), all
+        at once; the engine may pick a cheaper wire format for them."""
+        return conn.execute(sql, params)
 
     # --- dialect ------------------------------------------------------------------------
 

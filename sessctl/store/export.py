@@ -65,9 +65,11 @@ def rows_for(store: Any, chunk: list[int]) -> Iterator[tuple[Session, list[Messa
     open_ = cipher.opener() if cipher is not None else None
     key = store._integrity_key()
     marks = ",".join("?" * len(chunk))
-    rows = {r[0]: r for r in conn.execute(f"SELECT {_SESSION_COLS} FROM sessions WHERE pk IN ({marks})", chunk)}
+    bulk = store.db.bulk
+    rows = {r[0]: r for r in bulk(conn, f"SELECT {_SESSION_COLS} FROM sessions WHERE pk IN ({marks})", chunk)}
     messages: dict[int, list[Any]] = {}
-    for row in conn.execute(
+    for row in bulk(
+        conn,
         f"SELECT {_MESSAGE_COLS} FROM messages m JOIN message_bodies b ON b.id = m.id "
         f"WHERE m.session_pk IN ({marks}) ORDER BY m.session_pk, m.seq",
         chunk,

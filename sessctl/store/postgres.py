@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -57,6 +58,7 @@ _CONSTRAINTS = {
 _TABLE_SINCE = {"message_search": 3, "search_backlog": 3}
 _KINDS = {"p": "primary key", "u": "unique", "f": "foreign key", "c": "check"}
 _cursor_names = itertools.count(1)
+_SNAPSHOT_NAME = re.compile(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+")  # pg_export_snapshot()'s form
 
 
 def _driver() -> Any:
@@ -203,6 +205,27 @@ class PostgresEngine(Engine):
     def _begin_read(self, conn: PgConn) -> None:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
+    def data_bytes(self) -> int | None:
+        """The store's tables with their indexes and TOAST, in this schema only (one
+        database may hold several stores, one per schema)."""
+        row = self.conn.execute(
+            "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname = ANY(?)",
+            (sorted(postgres_schema.TABLES),)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def share_snapshot(self, conn: PgConn) -> str | None:
+        # Valid while this transaction lasts: the exporting side must stay in it until
+        # every connection that joins it has begun (export_workers.py does).
+        return str(conn.execute("SELECT pg_export_snapshot()").fetchone()[0])
+
+    def _join_read(self, conn: PgConn, snapshot: str) -> None:
+        if not _SNAPSHOT_NAME.fullmatch(snapshot):  # it is spliced into the SQL below
+            raise ValueError(f"not a snapshot name: {snapshot!r}")
+        # SET TRANSACTION SNAPSHOT must come before any query of the transaction.
+        conn.execute(f"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'")
+
     def _retryable(self, exc: BaseException, attempts: int, elapsed: float) -> bool:
         errors = self.psycopg.errors
         if attempts >= _MAX_ATTEMPTS:
@@ -240,6 +263,12 @@ class PostgresEngine(Engine):
             cur.itersize = batch
             cur.execute(_pg_sql(sql), params if params else None)
             yield from cur
+
+    def bulk(self, conn: PgConn, sql: str, params: Sequence[Any] = ()) -> Any:
+        # Binary results: bytea comes as its bytes, not as hex text that the server
+        # writes and psycopg parses back (twice the bytes on the wire). The Python
+        # values are the same for every type the store reads (text, bigint, bytea).
+        return conn.raw.execute(_pg_sql(sql), params if params else None, binary=True)
 
     # --- dialect ------------------------------------------------------------------------
 

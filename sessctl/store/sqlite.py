@@ -215,6 +215,12 @@ class SQLiteEngine(Engine):
         super()._rollback(conn)
         conn.execute("PRAGMA synchronous = FULL")
 
+    def data_bytes(self) -> int | None:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return None
+
     def _begin_read(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN")
 
