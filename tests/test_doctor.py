@@ -240,8 +240,9 @@ def test_file_damage_is_7(run: Run, ok: Run, paths: Paths, stored: StoredDb, dam
             ok("send", "-s", f"s{i % 4}", f"message {i} " + "x" * 300)
         stored.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         root = stored.query("SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_messages_1'")[0][0]
+        page = stored.query("PRAGMA page_size")[0][0]
         data = bytearray(paths.db.read_bytes())
-        off = (root - 1) * 4096
-        data[off + 100:off + 4000] = b"\x55" * 3900
+        off = (root - 1) * page
+        data[off + 100:off + page - 96] = b"\x55" * (page - 196)
         paths.db.write_bytes(bytes(data))
     assert _damage_report(run) == {"not_sqlite": "database", "corrupt_page": "integrity"}[damage]
