@@ -256,14 +256,18 @@ class _PlainResponse(Response):
     async def _line(self) -> bytes:
         return await _read_line(self._conn.reader, self._timeouts.read)
 
+    async def _exactly(self, left: int) -> AsyncIterator[bytes]:
+        """The next `left` bytes of the body, as they arrive."""
+        while left:
+            data = await self._read(min(left, READ_SIZE))
+            if not data:
+                raise _lost("peer closed connection without sending complete message body")
+            left -= len(data)
+            yield data
+
     async def _raw(self) -> AsyncIterator[bytes]:
         if self._framing == "length":
-            left = self._length or 0
-            while left:
-                data = await self._read(min(left, READ_SIZE))
-                if not data:
-                    raise _lost("peer closed connection without sending complete message body")
-                left -= len(data)
+            async for data in self._exactly(self._length or 0):
                 yield data
         elif self._framing == "chunked":
             while True:
@@ -275,11 +279,7 @@ class _PlainResponse(Response):
                     while (await self._line()).strip():  # trailer fields, ignored
                         pass
                     break
-                while left:
-                    data = await self._read(min(left, READ_SIZE))
-                    if not data:
-                        raise _lost("peer closed connection without sending complete message body")
-                    left -= len(data)
+                async for data in self._exactly(left):
                     yield data
                 if (await self._line()).strip():
                     raise _lost("malformed chunked encoding (no CRLF after a chunk)")
